@@ -19,14 +19,25 @@ DEFAULT_FACES = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared")) 
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (oneDNN notices, absl warnings)
+    sent to /dev/null, so a user sees our progress and our one-line errors."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cmd_build_featurenet(args) -> int:

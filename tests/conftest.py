@@ -17,6 +17,6 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared():
     return shared_path
