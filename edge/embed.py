@@ -1,0 +1,62 @@
+"""FeatureNet on the device: an aligned chip -> a d-dim feature, once per frame.
+
+Chooses the bundle's int8 model by default (the float one as fallback), and the Edge TPU
+build of it when a Coral is attached and the bundle carries one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .bundle import Bundle, BundleError
+from .errors import DoorlockError
+from .runtime import TFLiteModel, edgetpu_delegate
+
+log = logging.getLogger(__name__)
+
+
+class FeatureNet:
+    """Wraps the bundle's FeatureNet TFLite model; `embed(chip)` -> float32 (d,)."""
+
+    def __init__(self, bundle: Bundle, precision: str = "int8", num_threads: int | None = 2,
+                 edgetpu: str | bool = "auto"):
+        self.bundle = bundle
+        self.size = bundle.input_size
+        self.model = None
+        attempts = []
+        want_tpu = edgetpu is True or (edgetpu == "auto" and bundle.has_model("featurenet", "edgetpu"))
+        if want_tpu and bundle.has_model("featurenet", "edgetpu"):
+            if edgetpu_delegate() is not None:
+                attempts.append(("edgetpu", True))
+            elif edgetpu is True:
+                raise DoorlockError("Edge TPU requested but no Edge TPU delegate loads")
+        order = [precision] + [p for p in ("int8", "float") if p != precision]
+        attempts += [(p, False) for p in order if bundle.has_model("featurenet", p)]
+        errors = []
+        for prec, tpu in attempts:
+            try:
+                self.model = TFLiteModel(bundle.model_path("featurenet", prec),
+                                         num_threads=num_threads, use_edgetpu=tpu)
+                self.precision = prec
+                break
+            except (DoorlockError, BundleError) as exc:
+                errors.append(str(exc))
+                log.warning("FeatureNet %s unusable, trying the next: %s", prec, exc)
+        if self.model is None:
+            raise DoorlockError("no usable FeatureNet in the bundle: " + ("; ".join(errors) or "none listed"))
+        shape = self.model.input_shape
+        if tuple(shape[1:3]) != tuple(self.size) or shape[3] != 3:
+            raise DoorlockError(f"{self.model.path.name}: input {shape[1:]} disagrees with the "
+                                f"bundle's input size {self.size}")
+        self.dim = int(bundle.metadata["d"])
+
+    def embed(self, chip_rgb: np.ndarray) -> np.ndarray:
+        """One aligned RGB chip (uint8 HxWx3, the bundle's input size) -> (d,) float32."""
+        if chip_rgb.shape[:2] != tuple(self.size):
+            raise ValueError(f"chip is {chip_rgb.shape[:2]}, FeatureNet wants {self.size}")
+        return self.model(chip_rgb[None].astype(np.float32))[0]
+
+    def embed_many(self, chips: list[np.ndarray]) -> np.ndarray:
+        return np.stack([self.embed(c) for c in chips]) if chips else np.zeros((0, self.dim), np.float32)

@@ -1,0 +1,169 @@
+"""1:N matching of a probe feature against every enrolled vector in one vectorised call.
+
+Every matcher returns a score per gallery vector where lower means "more alike", so one
+rule decides for all: accept the best identity when its score is below the threshold.
+- `DistanceMatcher`: fixed metrics (L2 as dlib/face_recognition, or cosine distance).
+- `ModelNetMatcher`: BioMetricNet's learned metric. The first fully connected layer is
+  split so the gallery's share is computed once, when the gallery loads:
+    concat     [f_p; f_g] W = f_p W_a + f_g W_b
+    symmetric  [(f_p - f_g)^2; f_p * f_g] W = f_p^2 W_a + f_g^2 W_a + (f_p * f_g)(W_b - 2 W_a)
+  BioMetricNet-M averages z over the 4 original/mirrored combinations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundle import Bundle, BundleError
+from .gallery import Gallery
+
+
+@dataclass(frozen=True)
+class Match:
+    identity: str | None  # best identity if accepted, else None ("unknown")
+    best: str | None      # best-scoring identity, accepted or not
+    score: float          # its score (z for ModelNet, distance otherwise)
+    accepted: bool
+
+
+def _best_per_identity(gallery: Gallery, scores: np.ndarray) -> tuple[str | None, float]:
+    if len(scores) == 0:
+        return None, float("inf")
+    i = int(np.argmin(scores))
+    return str(gallery.labels[i]), float(scores[i])
+
+
+class Matcher:
+    """Common decision logic; subclasses provide `prepare` and `scores`."""
+
+    threshold: float
+
+    def prepare(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+
+    def scores(self, probe: np.ndarray, probe_flip: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def match(self, probe: np.ndarray, probe_flip: np.ndarray | None = None) -> Match:
+        best, score = _best_per_identity(self.gallery, self.scores(probe, probe_flip))
+        ok = best is not None and score < self.threshold
+        return Match(best if ok else None, best, score, ok)
+
+
+class DistanceMatcher(Matcher):
+    def __init__(self, metric: str = "l2", threshold: float = 0.6):
+        if metric not in ("l2", "cosine"):
+            raise ValueError(f"unknown metric {metric!r}")
+        self.metric, self.threshold = metric, float(threshold)
+
+    def prepare(self, gallery: Gallery) -> None:
+        super().prepare(gallery)
+        g = gallery.vectors.astype(np.float32)
+        self._g = g / np.linalg.norm(g, axis=1, keepdims=True) if self.metric == "cosine" else g
+        self._g2 = (self._g ** 2).sum(1)
+
+    def scores(self, probe, probe_flip=None):
+        p = np.asarray(probe, np.float32)
+        if self.metric == "cosine":
+            return 1.0 - self._g @ (p / np.linalg.norm(p))
+        d2 = self._g2 - 2.0 * (self._g @ p) + float(p @ p)
+        return np.sqrt(np.maximum(d2, 0.0))
+
+
+def _relu(x):
+    return np.maximum(x, 0.0, out=x)
+
+
+class ModelNet:
+    """ModelNet's weights in numpy: layers (W_i (in,out), b_i), ReLU after all but the last."""
+
+    ENCODINGS = ("concat", "symmetric")
+
+    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], encoding: str):
+        if encoding not in self.ENCODINGS:
+            raise ValueError(f"unknown pair encoding {encoding!r}")
+        self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in weights]
+        self.encoding = encoding
+        self.d = self.layers[0][0].shape[0] // 2
+
+    @classmethod
+    def from_npz(cls, path, encoding: str) -> "ModelNet":
+        with np.load(path, allow_pickle=False) as z:
+            n = len([k for k in z.files if k.startswith("W")])
+            return cls([(z[f"W{i}"], z[f"b{i}"]) for i in range(n)], encoding)
+
+    def encode(self, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+        if self.encoding == "concat":
+            return np.concatenate([f1, f2], axis=-1)
+        return np.concatenate([(f1 - f2) ** 2, f1 * f2], axis=-1)
+
+    def z(self, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+        """The unsplit network: z for pairs (..., d) x (..., d) -> (..., m)."""
+        x = self.encode(np.asarray(f1, np.float32), np.asarray(f2, np.float32))
+        return self.tail(x @ self.layers[0][0] + self.layers[0][1])
+
+    def tail(self, h1: np.ndarray) -> np.ndarray:
+        """Layers 2..7 on the first layer's pre-activation."""
+        x = _relu(np.array(h1, np.float32))
+        for i, (w, b) in enumerate(self.layers[1:], start=1):
+            x = x @ w + b
+            if i < len(self.layers) - 1:
+                _relu(x)
+        return x
+
+
+class ModelNetMatcher(Matcher):
+    def __init__(self, model: ModelNet, threshold: float, flips: bool = False):
+        self.model, self.threshold, self.flips = model, float(threshold), flips
+        w1, b1 = model.layers[0]
+        d = model.d
+        self._wa, self._wb = w1[:d], w1[d:]
+        self._b1 = b1
+        if model.encoding == "symmetric":
+            self._cross = self._wb - 2.0 * self._wa
+
+    def _gallery_side(self, g: np.ndarray) -> np.ndarray:
+        if self.model.encoding == "concat":
+            return g @ self._wb + self._b1
+        return (g ** 2) @ self._wa + self._b1
+
+    def prepare(self, gallery: Gallery) -> None:
+        super().prepare(gallery)
+        self._g = gallery.vectors.astype(np.float32)
+        self._gf = gallery.flips.astype(np.float32)
+        self._pre = self._gallery_side(self._g)
+        self._pre_f = self._gallery_side(self._gf) if self.flips else None
+
+    def _z(self, p: np.ndarray, g: np.ndarray, pre: np.ndarray) -> np.ndarray:
+        if self.model.encoding == "concat":
+            h1 = pre + p @ self._wa
+        else:
+            h1 = pre + (p ** 2) @ self._wa + (g * p) @ self._cross
+        z = self.model.tail(h1)
+        return np.linalg.norm(z, axis=1) if z.shape[1] > 1 else z[:, 0]
+
+    def scores(self, probe, probe_flip=None):
+        p = np.asarray(probe, np.float32)
+        if not self.flips:
+            return self._z(p, self._g, self._pre)
+        pf = p if probe_flip is None else np.asarray(probe_flip, np.float32)
+        return 0.25 * (self._z(p, self._g, self._pre) + self._z(p, self._gf, self._pre_f)
+                       + self._z(pf, self._g, self._pre) + self._z(pf, self._gf, self._pre_f))
+
+
+def matcher_from_bundle(bundle: Bundle, flips: bool = False,
+                        threshold_override: float | None = None) -> Matcher:
+    """The matcher the bundle declares, with its calibrated threshold."""
+    t = bundle.threshold
+    threshold = float(threshold_override if threshold_override is not None else t["value"])
+    if t.get("accept", "below") != "below":
+        raise BundleError(f"{bundle.path}: threshold rule {t.get('accept')!r} is not supported")
+    kind = bundle.matcher.get("kind")
+    if kind in ("l2", "cosine"):
+        return DistanceMatcher(kind, threshold)
+    if kind == "modelnet":
+        path = bundle.model_path("matcher", "weights")
+        return ModelNetMatcher(ModelNet.from_npz(path, bundle.matcher["encoding"]), threshold, flips)
+    raise BundleError(f"{bundle.path}: unknown matcher kind {kind!r}")

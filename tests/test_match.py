@@ -1,0 +1,119 @@
+"""Matching: vectorised 1:N scores equal the pair-by-pair definition; the split first
+layer gives the same z as the unsplit ModelNet; decisions follow the threshold."""
+
+import numpy as np
+import pytest
+
+from edge.gallery import Gallery, GalleryError, load_gallery
+from edge.match import DistanceMatcher, ModelNet, ModelNetMatcher
+
+D = 128
+
+
+def _modelnet(encoding, seed=0, sizes=(256, 128, 64, 32, 16, 8, 1)):
+    rng = np.random.default_rng(seed)
+    dims = [2 * D, *sizes]
+    layers = [(rng.normal(0, 1 / np.sqrt(a), (a, b)), rng.normal(0, 0.1, b))
+              for a, b in zip(dims[:-1], dims[1:])]
+    return ModelNet(layers, encoding)
+
+
+def _gallery(n_people=5, per=3, seed=1):
+    rng = np.random.default_rng(seed)
+    g = Gallery(fingerprint="x", dim=D)
+    for i in range(n_people):
+        v = rng.normal(0, 0.1, (per, D)).astype(np.float32)
+        g.add(f"person{i}", v, flips=v + rng.normal(0, 0.01, v.shape).astype(np.float32))
+    return g
+
+
+def _reference_z(model, f1, f2):
+    """ModelNet by its definition, in float64: encode the pair, 7 layers, ReLU but last."""
+    x = model.encode(f1.astype(np.float64), f2.astype(np.float64))
+    for i, (w, b) in enumerate(model.layers):
+        x = x @ w.astype(np.float64) + b
+        if i < len(model.layers) - 1:
+            x = np.maximum(x, 0)
+    return x[..., 0]
+
+
+@pytest.mark.parametrize("encoding", ["concat", "symmetric"])
+def test_split_first_layer_equals_unsplit_model(encoding):
+    model = _modelnet(encoding)
+    gallery = _gallery()
+    m = ModelNetMatcher(model, threshold=20.0)
+    m.prepare(gallery)
+    probe = np.random.default_rng(5).normal(0, 0.1, D).astype(np.float32)
+    split = m.scores(probe)
+    unsplit = np.array([_reference_z(model, probe, g) for g in gallery.vectors])
+    np.testing.assert_allclose(split, unsplit, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.z(np.tile(probe, (len(gallery.vectors), 1)), gallery.vectors)[:, 0],
+                               unsplit, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoding", ["concat", "symmetric"])
+def test_biometricnet_m_averages_the_four_flip_combinations(encoding):
+    model = _modelnet(encoding, seed=3)
+    gallery = _gallery()
+    m = ModelNetMatcher(model, threshold=20.0, flips=True)
+    m.prepare(gallery)
+    rng = np.random.default_rng(7)
+    p, pf = rng.normal(0, 0.1, (2, D)).astype(np.float32)
+    want = np.mean([[_reference_z(model, a, b) for a, b in zip([x] * len(gallery.vectors), gs)]
+                    for x in (p, pf) for gs in (gallery.vectors, gallery.flips)], axis=0)
+    np.testing.assert_allclose(m.scores(p, pf), want, rtol=1e-4, atol=1e-4)
+
+
+def test_symmetric_encoding_is_order_free():
+    model = _modelnet("symmetric")
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(2, 4, D)).astype(np.float32)
+    np.testing.assert_allclose(model.z(a, b), model.z(b, a), rtol=1e-5)
+
+
+def test_l2_matcher_matches_brute_force_and_decides_by_threshold():
+    gallery = _gallery()
+    m = DistanceMatcher("l2", threshold=0.6)
+    m.prepare(gallery)
+    probe = gallery.vectors[4] + 0.001
+    d = np.linalg.norm(gallery.vectors - probe, axis=1)
+    np.testing.assert_allclose(m.scores(probe), d, rtol=1e-4, atol=1e-5)
+    r = m.match(probe)
+    assert r.accepted and r.identity == "person1" and r.score == pytest.approx(d.min(), abs=1e-5)
+    far = probe + 10.0
+    r = m.match(far)
+    assert not r.accepted and r.identity is None and r.best is not None
+
+
+def test_empty_gallery_means_unknown():
+    m = DistanceMatcher("l2", 0.6)
+    m.prepare(Gallery(fingerprint="x", dim=D))
+    r = m.match(np.zeros(D, np.float32))
+    assert not r.accepted and r.identity is None
+
+
+def test_gallery_round_trip_and_refusals(tmp_path):
+    g = _gallery()
+    path = tmp_path / "gallery.npz"
+    g.save(path)
+    back = load_gallery(path, fingerprint="x")
+    assert back.names == g.names
+    np.testing.assert_array_equal(back.vectors, g.vectors)
+    np.testing.assert_array_equal(back.flips, g.flips)
+    with pytest.raises(GalleryError, match="another FeatureNet"):
+        load_gallery(path, fingerprint="y")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryError, match="corrupt"):
+        load_gallery(path)
+    with pytest.raises(GalleryError, match="not found"):
+        load_gallery(tmp_path / "none.npz")
+
+
+def test_reenrolment_replaces_and_removal_forgets():
+    g = _gallery(n_people=2, per=2)
+    g.add("person0", np.ones((1, D), np.float32))
+    assert (g.labels == "person0").sum() == 1
+    assert g.remove("person1") and "person1" not in g.names
+    assert len(g.vectors) == len(g.flips) == len(g.labels) == 1
