@@ -34,9 +34,11 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 class Camera(abc.ABC):
-    """A source of RGB frames. `fps` is the source's frame rate, or None if unknown."""
+    """A source of RGB frames. `fps` is the source's frame rate, or None if unknown;
+    `finished` turns true when no frame will ever come again (end of a video file)."""
 
     fps: float | None = None
+    finished: bool = False
 
     @abc.abstractmethod
     def read(self) -> np.ndarray | None:
@@ -94,6 +96,7 @@ class VideoFileCamera(Camera):
         if ok:
             return frame
         if not self.loop:
+            self.finished = True
             return None
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         ok, frame = self._cap.read()
@@ -101,6 +104,8 @@ class VideoFileCamera(Camera):
             self._cap.release()
             self._cap = cv2.VideoCapture(str(self.path))
             ok, frame = self._cap.read()
+        if not ok:
+            self.finished = True
         return frame if ok else None
 
     def read(self) -> np.ndarray | None:
@@ -124,7 +129,7 @@ class VideoFileCamera(Camera):
         return None if frame is None else _to_rgb(frame)
 
     def close(self) -> None:
-        self._closed = True
+        self._closed = self.finished = True
         self._cap.release()
 
 
@@ -152,6 +157,7 @@ class USBCamera(Camera):
         return _to_rgb(frame) if ok and frame is not None else None
 
     def close(self) -> None:
+        self.finished = True
         self._cap.release()
 
 
@@ -191,7 +197,7 @@ class PiCamera(Camera):
 
     def close(self) -> None:
         if not self._closed:
-            self._closed = True
+            self._closed = self.finished = True
             try:
                 self._cam.stop()
             finally:
@@ -300,5 +306,5 @@ class ReconnectingCamera(Camera):
         return frame
 
     def close(self) -> None:
-        self._closed = True
+        self._closed = self.finished = True
         self._drop()

@@ -53,8 +53,9 @@ def test_rgb_order(tmp_path):
 
 def test_end_of_file_and_count(ramp):
     cam = VideoFileCamera(ramp)
-    assert cam.fps == pytest.approx(10.0)
+    assert cam.fps == pytest.approx(10.0) and not cam.finished
     frames = list(cam)
+    assert cam.finished  # the kiosk loop stops on this, not on a single None
     assert [index_of(f) for f in frames] == list(range(10))
     assert cam.read() is None  # stays at the end
     cam.close()
@@ -64,6 +65,7 @@ def test_end_of_file_and_count(ramp):
 def test_loop(ramp):
     with VideoFileCamera(ramp, loop=True) as cam:
         got = [index_of(cam.read()) for _ in range(25)]
+        assert not cam.finished
     assert got == [i % 10 for i in range(25)]
 
 

@@ -1,0 +1,268 @@
+"""The kiosk's one TOML configuration file, read into frozen dataclasses.
+
+Every key has a default, so an empty file (or none) is a working configuration. Mistakes
+are caught at start-up with a one-line DoorlockError naming the file and the key: an
+unknown key (with a "did you mean"), a wrong type, a value out of range, broken TOML
+(with its line). A typo must never silently fall back to a default on a door lock.
+The shipped, commented example is firmware_config/doorlock.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import DoorlockError
+from .lock import BCM_PINS, MAX_PULSE_S
+
+DEFAULT_CONFIG_PATH = Path("/etc/doorlock/doorlock.toml")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _key(default, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, optional=False):
+    """A config key: its default and the rule its value must follow.
+
+    kind: "int", "float", "bool", "str", "choice" (one of `choices`), or "edgetpu".
+    """
+    return field(default=default, metadata=dict(kind=kind, lo=lo, hi=hi, lo_open=lo_open,
+                                                 choices=choices, optional=optional))
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str = _key("picamera", "str")  # "picamera" | "usb:N" | /dev/videoN | video file
+    width: int = _key(640, "int", lo=16, hi=4096)
+    height: int = _key(480, "int", lo=16, hi=4096)
+    fps: float = _key(15.0, "float", lo=0, hi=120, lo_open=True)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: str = _key("short", "choice", choices=("short", "full"))
+    min_score: float = _key(0.6, "float", lo=0.0, hi=1.0)
+    min_face_px: int = _key(60, "int", lo=8, hi=4096)
+
+
+@dataclass(frozen=True)
+class RecognitionConfig:
+    bundle: str = _key("models/default", "str")
+    gallery: str = _key("/var/lib/doorlock/gallery", "str")
+    use_int8: bool = _key(True, "bool")
+    use_edgetpu: bool | str = _key("auto", "edgetpu")
+    flips: bool = _key(False, "bool")
+    threshold_override: float | None = _key(None, "float", optional=True)
+    consecutive_frames: int = _key(3, "int", lo=1, hi=100)
+    num_threads: int = _key(2, "int", lo=1, hi=64)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    pin: int = _key(17, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1)
+    active_high: bool = _key(True, "bool")
+    pulse_s: float = _key(3.0, "float", lo=0, hi=MAX_PULSE_S, lo_open=True)
+    max_pulse_s: float = _key(MAX_PULSE_S, "float", lo=0, hi=MAX_PULSE_S, lo_open=True)
+    simulated: bool = _key(False, "bool")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: str = _key("/var/log/doorlock/audit.jsonl", "str")
+    max_bytes: int = _key(1_000_000, "int", lo=1024)
+    backups: int = _key(5, "int", lo=0, hi=1000)
+    keep_debug_images: bool = _key(False, "bool")
+    debug_dir: str = _key("/var/lib/doorlock/debug", "str")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _key("INFO", "choice", choices=LOG_LEVELS)
+
+
+SECTIONS: dict[str, type] = {
+    "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
+    "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; `path` is the file it came from (None: defaults)."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: str | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """{section: {key: value}}, e.g. to print the effective configuration."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def replace(self, **sections: Mapping[str, Any] | Any) -> "Config":
+        """A copy with some keys changed, validated like the file:
+        `cfg.replace(relay={"simulated": True}, camera={"source": "clip.mp4"})`."""
+        data = self.as_dict()
+        for name, values in sections.items():
+            if dataclasses.is_dataclass(values):
+                values = dataclasses.asdict(values)
+            if name not in SECTIONS or not isinstance(values, Mapping):
+                data[name] = values  # let _build name the fault
+            else:
+                data[name] = {**data[name], **values}
+        return _build(data, "overrides", path=self.path)
+
+    def override(self, *assignments: str) -> "Config":
+        """A copy with command-line `section.key=value` assignments applied; the value is
+        read as TOML (18, 2.5, true, "x") or else taken as a bare string."""
+        sections: dict[str, dict[str, Any]] = {}
+        for item in assignments:
+            name, sep, raw = item.partition("=")
+            sec, dot, key = name.strip().partition(".")
+            if not sep or not dot or not key:
+                raise DoorlockError(f"bad override {item!r}: expected section.key=value")
+            try:
+                value = tomllib.loads(f"v = {raw.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw.strip()
+            sections.setdefault(sec, {})[key] = value
+        data = self.as_dict()
+        for sec, values in sections.items():
+            data[sec] = {**data[sec], **values} if sec in data else values
+        return _build(data, "command line", path=self.path)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Read and validate a TOML file; None gives the defaults."""
+    if path is None:
+        return Config()
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise DoorlockError(f"config file not found: {where}") from None
+    except OSError as exc:
+        raise DoorlockError(f"cannot read config file {where}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DoorlockError(f"{where}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DoorlockError(f"{where}: invalid TOML: {exc}") from None
+    return _build(data, where, path=where)
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "config") -> Config:
+    """A Config from {section: {key: value}} (as parsed TOML), validated."""
+    return _build(data, where)
+
+
+def _did_you_mean(word: str, options: Iterable[str], fmt: str) -> str:
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {fmt.format(close[0])}?)"
+    return " (known: " + ", ".join(fmt.format(o) for o in options) + ")"
+
+
+def _build(data: Mapping[str, Any], where: str, path: str | None = None) -> Config:
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            what = "section" if isinstance(values, Mapping) else "key"
+            raise DoorlockError(f"{where}: unknown {what} '{name}'"
+                                + _did_you_mean(name, SECTIONS, "[{}]"))
+        if not isinstance(values, Mapping):
+            raise DoorlockError(f"{where}: '{name}' must be a table [{name}], got {values!r}")
+        sections[name] = _build_section(name, values, where)
+    cfg = Config(**sections, path=path)
+    _check_together(cfg, where)
+    return cfg
+
+
+def _build_section(name: str, values: Mapping[str, Any], where: str):
+    cls = SECTIONS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise DoorlockError(f"{where}: unknown key '{name}.{key}'"
+                                + _did_you_mean(key, fields, "'{}'"))
+        out[key] = _check(f"{name}.{key}", value, fields[key].metadata, where)
+    return cls(**out)
+
+
+def _allowed(m: Mapping[str, Any]) -> str:
+    lo, hi = m["lo"], m["hi"]
+    if lo is None and hi is None:
+        return "any finite number"
+    if hi is None:
+        return f">= {lo:g}" if not m["lo_open"] else f"> {lo:g}"
+    if m["lo_open"]:
+        return f"{lo:g} < x <= {hi:g}"
+    return f"{lo:g}..{hi:g}"
+
+
+def _check(name: str, value: Any, m: Mapping[str, Any], where: str) -> Any:
+    kind = m["kind"]
+    if value is None and m["optional"]:
+        return None
+    bad = f"{where}: {name} must be "
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise DoorlockError(bad + f"true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise DoorlockError(bad + f"a string, got {value!r}")
+        return value
+    if kind == "choice":
+        choices = m["choices"]
+        norm = value.upper() if isinstance(value, str) and choices == LOG_LEVELS else value
+        if norm not in choices:
+            raise DoorlockError(bad + "one of " + ", ".join(repr(c) for c in choices)
+                                + f", got {value!r}")
+        return norm
+    if kind == "edgetpu":
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise DoorlockError(bad + f"\"auto\", true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DoorlockError(bad + f"an integer {_allowed(m)}, got {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DoorlockError(bad + f"a number ({_allowed(m)}), got {value!r}")
+        value = float(value)
+    lo, hi = m["lo"], m["hi"]
+    if ((lo is not None and (value <= lo if m["lo_open"] else value < lo))
+            or (hi is not None and value > hi)):
+        raise DoorlockError(f"{where}: {name} = {value!r} is out of range (allowed: {_allowed(m)})")
+    return value
+
+
+def _check_together(cfg: Config, where: str) -> None:
+    """Rules that involve more than one key."""
+    r = cfg.relay
+    if r.pulse_s > r.max_pulse_s:
+        raise DoorlockError(f"{where}: relay.pulse_s = {r.pulse_s:g} exceeds relay.max_pulse_s = "
+                            f"{r.max_pulse_s:g} (allowed: pulse_s <= max_pulse_s <= {MAX_PULSE_S:g})")
+    src = cfg.camera.source.strip()
+    if not src:
+        raise DoorlockError(f"{where}: camera.source is empty (allowed: \"picamera\", \"usb:N\", "
+                            "/dev/videoN or a video file)")
+    if src.startswith("usb:") and not src[4:].isdigit():
+        raise DoorlockError(f"{where}: camera.source = {src!r}: expected usb:N with N a number")
+    for key in ("bundle", "gallery"):
+        if not getattr(cfg.recognition, key).strip():
+            raise DoorlockError(f"{where}: recognition.{key} is empty (allowed: a path)")
+    if not cfg.audit.path.strip():
+        raise DoorlockError(f"{where}: audit.path is empty (allowed: a file path)")
+    if cfg.audit.keep_debug_images and not cfg.audit.debug_dir.strip():
+        raise DoorlockError(f"{where}: audit.keep_debug_images = true needs audit.debug_dir")
