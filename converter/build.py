@@ -33,8 +33,9 @@ DLIB_L2_THRESHOLD = 0.6  # dlib/face_recognition's published decision rule
 
 def alignment_template() -> dict:
     from edge.align import DLIB_CHIP_TEMPLATE_150
+    from edge.bundle import TEMPLATE_ORDER
 
-    names = ["right_eye", "left_eye", "nose_tip", "mouth_right", "mouth_left"]
+    names = TEMPLATE_ORDER
     return {"size": INPUT_SIZE, "source": "dlib mean face shape, padding 0.25",
             "points": {n: [round(float(x), 3), round(float(y), 3)]
                        for n, (x, y) in zip(names, DLIB_CHIP_TEMPLATE_150)}}

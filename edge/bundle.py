@@ -41,6 +41,9 @@ REQUIRED_KEYS = ("schema", "schema_version", "created_at", "featurenet", "matche
 FEATURENET_KEYS = ("models", "input_size", "colour_order", "input_range", "normalisation",
                    "alignment_template")
 PRECISIONS = ("int8", "float")
+# Landmark names of the alignment template, in the order edge.align uses (subject-centric:
+# the subject's right eye is on the image's left).
+TEMPLATE_ORDER = ("right_eye", "left_eye", "nose_tip", "mouth_right", "mouth_left")
 
 
 class BundleError(DoorlockError):
@@ -80,6 +83,16 @@ class Bundle:
         """Named landmark targets (pixels in the FeatureNet chip)."""
         pts = self.metadata["featurenet"]["alignment_template"]["points"]
         return {k: (float(v[0]), float(v[1])) for k, v in pts.items()}
+
+    def template_points(self):
+        """The template as a (5, 2) float array in TEMPLATE_ORDER, for edge.align."""
+        import numpy as np
+
+        pts = self.alignment_template
+        missing = [n for n in TEMPLATE_ORDER if n not in pts]
+        if missing:
+            raise BundleError(f"{self.path / METADATA}: alignment template lacks {', '.join(missing)}")
+        return np.array([pts[n] for n in TEMPLATE_ORDER], np.float64)
 
     @property
     def threshold(self) -> dict:
