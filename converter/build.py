@@ -69,8 +69,11 @@ def latency_ms(path: Path, threads: int, chip: np.ndarray, runs: int = 20) -> fl
 @contextlib.contextmanager
 def _quiet():
     """TensorFlow's converter prints pages of tensor specs; keep the terminal readable."""
+    import warnings
+
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         yield
 
 
@@ -93,10 +96,11 @@ def build_featurenet_bundle(out: Path, faces: Path, weights: Path | None = None,
 
     with _quiet():
         float_bytes = to_float_tflite(model)
-    progress = tqdm(calib, desc="int8 calibration", unit="face", file=sys.stderr)
+    def progress(samples):
+        return tqdm(samples, desc="int8 calibration", unit="face", file=sys.stderr)
+
     with _quiet():
-        int8_bytes = to_int8_tflite(model, (c.astype(np.float32) for c in progress))
-    progress.close()
+        int8_bytes = to_int8_tflite(model, [c.astype(np.float32) for c in calib], progress)
     report = check_int8_graph(int8_bytes)
 
     tmp = out.parent / f".{out.name}.build"

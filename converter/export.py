@@ -30,8 +30,9 @@ def to_float_tflite(model) -> bytes:
     return conv.convert()
 
 
-def to_int8_tflite(model, calibration: Iterable[np.ndarray]) -> bytes:
-    """Full-integer quantization; `calibration` yields single float32 input samples."""
+def to_int8_tflite(model, calibration: Iterable[np.ndarray], progress=None) -> bytes:
+    """Full-integer quantization; `calibration` yields single float32 input samples.
+    `progress`, if given, wraps the samples as the converter consumes them (e.g. tqdm)."""
     import tensorflow as tf
 
     samples = list(calibration)
@@ -39,7 +40,7 @@ def to_int8_tflite(model, calibration: Iterable[np.ndarray]) -> bytes:
         raise ValueError("int8 calibration needs at least one sample")
 
     def representative():
-        for x in samples:
+        for x in (progress(samples) if progress else samples):
             yield [np.asarray(x, np.float32)[None]]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)

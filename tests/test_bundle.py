@@ -128,10 +128,7 @@ def test_missing_precision_is_a_clear_error(bundle_dir):
 
 
 def test_shipped_default_bundle_verifies():
-    path = REPO / "models" / "default"
-    if not path.exists():
-        pytest.skip("models/default not built yet")
-    b = load_bundle(path)
+    b = load_bundle(REPO / "models" / "default")
     assert b.input_size == (150, 150)
     assert b.metadata["d"] == 128
     for precision in ("int8", "float"):
