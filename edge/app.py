@@ -1,0 +1,87 @@
+"""Wiring: a validated Config -> the kiosk's parts (camera, detector, FeatureNet, matcher,
+relay, audit log). Kept apart from the CLI so tests, the benchmark and the service build
+the kiosk the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audit import AuditLog
+from .bundle import Bundle, load_bundle
+from .camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
+from .config import Config
+from .detect import FaceDetector
+from .embed import FeatureNet
+from .gallery import Gallery, featurenet_fingerprint, load_gallery
+from .kiosk import Kiosk
+from .lock import DoorRelay, open_relay
+from .match import matcher_from_bundle
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve(path: str | Path) -> Path:
+    """Relative paths are taken from the working directory, then from the checkout."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    alt = REPO / p
+    return alt if alt.exists() else p
+
+
+def gallery_file(path: str | Path) -> Path:
+    """The gallery setting names a directory (gallery.npz inside) or an .npz file."""
+    p = resolve(path)
+    return p if p.suffix == ".npz" else p / "gallery.npz"
+
+
+def open_source(spec: str, cfg: Config, realtime: bool = False) -> Camera:
+    """Live cameras reconnect with back-off; a video file plays once and ends (at its own
+    frame rate with `realtime`, as fast as the pipeline goes without)."""
+    c = cfg.camera
+    if spec not in ("picamera",) and not spec.startswith(("usb:", "/dev/video")):
+        return VideoFileCamera(resolve(spec), realtime=realtime)
+    return ReconnectingCamera(lambda: open_camera(spec, width=c.width, height=c.height, fps=c.fps))
+
+
+@dataclass
+class Parts:
+    bundle: Bundle
+    detector: FaceDetector
+    featurenet: FeatureNet
+    gallery: Gallery
+
+
+def load_models(cfg: Config, gallery: Gallery | None = None) -> Parts:
+    """Bundle (verified), detector, FeatureNet and gallery (checked against the bundle)."""
+    r = cfg.recognition
+    bundle = load_bundle(resolve(r.bundle))
+    detector = FaceDetector(cfg.detector.model, min_score=cfg.detector.min_score,
+                            min_face_px=cfg.detector.min_face_px, num_threads=r.num_threads)
+    featurenet = FeatureNet(bundle, "int8" if r.use_int8 else "float", r.num_threads, r.use_edgetpu)
+    if gallery is None:
+        gallery = load_gallery(gallery_file(r.gallery), featurenet_fingerprint(bundle))
+    return Parts(bundle, detector, featurenet, gallery)
+
+
+def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
+                audit: AuditLog | None = None, on_decision=None) -> Kiosk:
+    r = cfg.recognition
+    matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
+    matcher.prepare(parts.gallery)
+    return Kiosk(camera, parts.detector, parts.featurenet, matcher, relay, audit,
+                 consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision)
+
+
+def make_relay(cfg: Config) -> DoorRelay:
+    c = cfg.relay
+    return open_relay(c.pin, c.active_high, c.pulse_s, c.max_pulse_s, simulated=c.simulated)
+
+
+def make_audit(cfg: Config) -> AuditLog:
+    a = cfg.audit
+    return AuditLog(a.path, a.max_bytes, a.backups, a.keep_debug_images, a.debug_dir)

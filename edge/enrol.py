@@ -1,0 +1,70 @@
+"""Enrolment: photos of a person -> checked, aligned chips -> feature vectors in the gallery.
+
+A photo is accepted only if it holds exactly one face, large and sharp enough to be a
+good reference; otherwise it is rejected with the reason, so an administrator knows which
+photo to retake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .align import align_blazeface
+from .detect import FaceDetector
+from .embed import FeatureNet
+from .errors import DoorlockError
+
+MIN_ENROL_FACE_PX = 80      # eye-to-mouth scale is too coarse below this
+MIN_SHARPNESS = 20.0        # variance of the Laplacian of the aligned chip
+
+
+class EnrolError(DoorlockError):
+    """A photo that cannot serve as a reference (with the reason)."""
+
+
+@dataclass
+class EnrolledFace:
+    vector: np.ndarray
+    flip: np.ndarray
+    face_px: float
+    sharpness: float
+
+
+def read_photo(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise EnrolError(f"{path.name}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def sharpness(chip_rgb: np.ndarray) -> float:
+    grey = cv2.cvtColor(chip_rgb, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def enrol_face(image_rgb: np.ndarray, detector: FaceDetector, featurenet: FeatureNet,
+               min_face_px: float = MIN_ENROL_FACE_PX, min_sharpness: float = MIN_SHARPNESS,
+               ) -> EnrolledFace:
+    """Features of the one face in a photo (and of its mirror image), or EnrolError."""
+    faces = detector.detect(image_rgb)
+    if not faces:
+        raise EnrolError("no face found")
+    if len(faces) > 1:
+        raise EnrolError(f"{len(faces)} faces found, need exactly one")
+    face = faces[0]
+    size = float(face.box[2] - face.box[0])
+    if size < min_face_px:
+        raise EnrolError(f"face too small ({size:.0f} px wide, need {min_face_px:.0f})")
+    template = featurenet.bundle.template_points()
+    chip = align_blazeface(image_rgb, face, template, featurenet.size[0])
+    sharp = sharpness(chip)
+    if sharp < min_sharpness:
+        raise EnrolError(f"face too blurred (sharpness {sharp:.0f}, need {min_sharpness:.0f})")
+    vec = featurenet.embed(chip)
+    flip = featurenet.embed(np.ascontiguousarray(chip[:, ::-1]))
+    return EnrolledFace(vec, flip, size, sharp)

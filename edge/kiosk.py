@@ -1,0 +1,180 @@
+"""The kiosk loop: camera -> detect -> align -> embed -> match -> decide -> relay.
+
+One frame at a time, FeatureNet once per frame on the face to be judged (the largest,
+i.e. closest). The door opens only when the same enrolled identity passes the threshold
+in N consecutive frames. Fail-secure throughout: a fault in any stage locks the relay,
+is logged, and the loop goes on with the next frame; leaving the loop by any path
+(end of video, SIGTERM, an exception) leaves the relay off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .align import align_blazeface
+from .audit import AuditLog
+from .detect import FaceDetector
+from .embed import FeatureNet
+from .lock import DoorRelay
+from .match import Matcher
+
+log = logging.getLogger(__name__)
+
+STAGES = ("read", "detect", "align", "embed", "match")
+
+
+@dataclass
+class Decision:
+    """What the kiosk concluded from one frame with a face in it."""
+
+    event: str                 # "granted" | "pending" | "denied" | "fault"
+    identity: str | None       # accepted identity, else None ("unknown")
+    best: str | None           # best-scoring identity, accepted or not
+    score: float | None        # z (ModelNet) or distance
+    streak: int                # consecutive accepted frames of this identity
+    latency_ms: float
+    frame: int
+    error: str | None = None
+
+    def record(self) -> dict:
+        return {"event": self.event, "identity": self.identity, "z": self.score,
+                "latency_ms": round(self.latency_ms, 2), "frame": self.frame, "best": self.best,
+                "streak": self.streak, **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    faces: int = 0
+    granted: int = 0
+    faults: int = 0
+    accepted_frames: dict = field(default_factory=dict)   # identity -> frames accepted
+    stage_s: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    stage_n: dict = field(default_factory=lambda: {s: 0 for s in STAGES})
+    wall_s: float = 0.0
+
+    def per_stage_ms(self) -> dict:
+        return {s: 1000 * self.stage_s[s] / self.stage_n[s] for s in STAGES if self.stage_n[s]}
+
+
+class Kiosk:
+    def __init__(self, camera, detector: FaceDetector, featurenet: FeatureNet, matcher: Matcher,
+                 relay: DoorRelay, audit: AuditLog | None = None, template=None,
+                 consecutive_frames: int = 3, flips: bool = False, on_decision=None,
+                 clock=time.perf_counter):
+        if consecutive_frames < 1:
+            raise ValueError("consecutive_frames must be >= 1")
+        self.camera, self.detector, self.featurenet = camera, detector, featurenet
+        self.matcher, self.relay, self.audit = matcher, relay, audit
+        self.template = template if template is not None else featurenet.bundle.template_points()
+        self.consecutive = consecutive_frames
+        self.flips = flips
+        self.on_decision = on_decision
+        self.clock = clock
+        self.stats = Stats()
+        self._streak_id: str | None = None
+        self._streak = 0
+
+    def _timed(self, stage: str, fn, *args):
+        t = self.clock()
+        try:
+            return fn(*args)
+        finally:
+            self.stats.stage_s[stage] += self.clock() - t
+            self.stats.stage_n[stage] += 1
+
+    def _reset_streak(self) -> None:
+        self._streak_id, self._streak = None, 0
+
+    def _judge(self, frame: np.ndarray):
+        faces = self._timed("detect", self.detector.detect, frame)
+        if not faces:
+            return None
+        face = faces[0]  # largest first: the person closest to the door
+        size = self.featurenet.size[0]
+        chip = self._timed("align", align_blazeface, frame, face, self.template, size)
+        feature = self._timed("embed", self.featurenet.embed, chip)
+        flip = None
+        if self.flips:
+            flip = self._timed("embed", self.featurenet.embed, np.ascontiguousarray(chip[:, ::-1]))
+        return self._timed("match", self.matcher.match, feature, flip)
+
+    def step(self, frame: np.ndarray) -> Decision | None:
+        """Judge one frame; returns None when no face is in it."""
+        t0 = self.clock()
+        self.stats.frames += 1
+        try:
+            result = self._judge(frame)
+        except Exception as exc:  # any fault in any stage: lock, log, carry on
+            self.relay.lock()
+            self._reset_streak()
+            self.stats.faults += 1
+            log.error("fault while judging frame %d: %s", self.stats.frames, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            return self._emit(Decision("fault", None, None, None, 0, 1000 * (self.clock() - t0),
+                                       self.stats.frames, error=f"{type(exc).__name__}: {exc}"))
+        if result is None:
+            self._reset_streak()
+            return None
+        self.stats.faces += 1
+        if result.accepted:
+            self.stats.accepted_frames[result.identity] = self.stats.accepted_frames.get(result.identity, 0) + 1
+            if result.identity == self._streak_id:
+                self._streak += 1
+            else:
+                self._streak_id, self._streak = result.identity, 1
+            if self._streak >= self.consecutive and not self.relay.is_open:
+                self.relay.pulse()
+                self.stats.granted += 1
+                event = "granted"
+            else:
+                event = "pending" if not self.relay.is_open else "open"
+        else:
+            self._reset_streak()
+            event = "denied"
+        latency = 1000 * (self.clock() - t0)
+        return self._emit(Decision(event, result.identity, result.best, float(result.score),
+                                   self._streak, latency, self.stats.frames))
+
+    def _emit(self, decision: Decision) -> Decision:
+        if self.audit is not None:
+            try:
+                self.audit.write(**decision.record())
+            except Exception as exc:  # a full disk must not open or wedge the door
+                log.error("audit log write failed: %s", exc)
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        return decision
+
+    def run(self, max_frames: int | None = None, stop=None, idle_sleep: float = 0.0) -> Stats:
+        """Loop until the camera ends (video file), `max_frames`, or `stop()` is true.
+        The relay is locked on the way out, whatever the way out is."""
+        start = self.clock()
+        try:
+            while max_frames is None or self.stats.frames < max_frames:
+                if stop is not None and stop():
+                    break
+                t = self.clock()
+                frame = self.camera.read()
+                self.stats.stage_s["read"] += self.clock() - t
+                self.stats.stage_n["read"] += 1
+                if frame is None:
+                    self._reset_streak()
+                    if getattr(self.camera, "finished", False):
+                        break
+                    if idle_sleep:
+                        time.sleep(idle_sleep)
+                    continue
+                self.step(frame)
+        finally:
+            self.relay.lock()
+            self.stats.wall_s = self.clock() - start
+        return self.stats
+
+
+def mirrored(chip: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(cv2.flip(chip, 1))
