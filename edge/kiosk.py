@@ -49,6 +49,7 @@ class Decision:
 
 @dataclass
 class Stats:
+    reads: int = 0      # camera reads, with or without a frame
     frames: int = 0
     faces: int = 0
     granted: int = 0
@@ -151,14 +152,15 @@ class Kiosk:
         return decision
 
     def run(self, max_frames: int | None = None, stop=None, idle_sleep: float = 0.0) -> Stats:
-        """Loop until the camera ends (video file), `max_frames`, or `stop()` is true.
+        """Loop until the camera ends (video file), `max_frames` camera reads, or `stop()`.
         The relay is locked on the way out, whatever the way out is."""
         start = self.clock()
         try:
-            while max_frames is None or self.stats.frames < max_frames:
+            while max_frames is None or self.stats.reads < max_frames:
                 if stop is not None and stop():
                     break
                 t = self.clock()
+                self.stats.reads += 1
                 frame = self.camera.read()
                 self.stats.stage_s["read"] += self.clock() - t
                 self.stats.stage_n["read"] += 1
