@@ -1,10 +1,17 @@
-"""The kiosk loop: camera -> detect -> align -> embed -> match -> decide -> relay.
+"""The kiosk loop: camera -> detect -> align -> embed -> match -> gates -> decide -> relay.
 
 One frame at a time, FeatureNet once per frame on the face to be judged (the largest,
 i.e. closest). The door opens only when the same enrolled identity passes the threshold
-in N consecutive frames. Fail-secure throughout: a fault in any stage locks the relay,
-is logged, and the loop goes on with the next frame; leaving the loop by any path
-(end of video, SIGTERM, an exception) leaves the relay off.
+and every gate in N consecutive frames. Fail-secure throughout: a fault in any stage locks
+the relay, is logged, and the loop goes on with the next frame; leaving the loop by any
+path (end of video, SIGTERM, an exception) leaves the relay off.
+
+Extension points, so features plug in without touching the loop:
+- gates (`Gate`): checks between recognition and the unlock (liveness, access hours,
+  lockout). A gate sees every judged face (`observe`) and may refuse a recognised
+  identity with a reason (`refuse`), which is logged as a "refused" decision.
+- frame listeners: `on_frame(frame, face, decision)` after every camera frame (the
+  systemd watchdog, the kiosk screen); `face` and `decision` are None when absent.
 """
 
 from __future__ import annotations
@@ -28,11 +35,27 @@ log = logging.getLogger(__name__)
 STAGES = ("read", "detect", "align", "embed", "match")
 
 
+class Gate:
+    """A check between recognition and the unlock. Subclass and override what you need."""
+
+    name = "gate"
+
+    def observe(self, frame: np.ndarray, face, frame_no: int) -> None:
+        """Called for every frame with a judged face (before matching)."""
+
+    def refuse(self, identity: str, frame_no: int) -> str | None:
+        """A reason to refuse this recognised identity now, or None to allow."""
+        return None
+
+    def reset(self) -> None:
+        """Called when the face leaves (a frame without a face) or after a fault."""
+
+
 @dataclass
 class Decision:
     """What the kiosk concluded from one frame with a face in it."""
 
-    event: str                 # "granted" | "pending" | "denied" | "fault"
+    event: str                 # "granted" | "pending" | "open" | "denied" | "refused" | "fault"
     identity: str | None       # accepted identity, else None ("unknown")
     best: str | None           # best-scoring identity, accepted or not
     score: float | None        # z (ModelNet) or distance
@@ -40,11 +63,13 @@ class Decision:
     latency_ms: float
     frame: int
     error: str | None = None
+    reason: str | None = None  # why a recognised identity was refused (gate name: reason)
 
     def record(self) -> dict:
         return {"event": self.event, "identity": self.identity, "z": self.score,
                 "latency_ms": round(self.latency_ms, 2), "frame": self.frame, "best": self.best,
-                "streak": self.streak, **({"error": self.error} if self.error else {})}
+                "streak": self.streak, **({"error": self.error} if self.error else {}),
+                **({"reason": self.reason} if self.reason else {})}
 
 
 @dataclass
@@ -67,6 +92,7 @@ class Kiosk:
     def __init__(self, camera, detector: FaceDetector, featurenet: FeatureNet, matcher: Matcher,
                  relay: DoorRelay, audit: AuditLog | None = None, template=None,
                  consecutive_frames: int = 3, flips: bool = False, on_decision=None,
+                 gates: list[Gate] | None = None, frame_listeners: list | None = None,
                  clock=time.perf_counter):
         if consecutive_frames < 1:
             raise ValueError("consecutive_frames must be >= 1")
@@ -76,7 +102,10 @@ class Kiosk:
         self.consecutive = consecutive_frames
         self.flips = flips
         self.on_decision = on_decision
+        self.gates = list(gates or [])
+        self.frame_listeners = list(frame_listeners or [])
         self.clock = clock
+        self.last_face = None
         self.stats = Stats()
         self._streak_id: str | None = None
         self._streak = 0
@@ -92,11 +121,18 @@ class Kiosk:
     def _reset_streak(self) -> None:
         self._streak_id, self._streak = None, 0
 
+    def _reset_gates(self) -> None:
+        for gate in self.gates:
+            gate.reset()
+
     def _judge(self, frame: np.ndarray):
         faces = self._timed("detect", self.detector.detect, frame)
         if not faces:
             return None
         face = faces[0]  # largest first: the person closest to the door
+        self.last_face = face
+        for gate in self.gates:
+            gate.observe(frame, face, self.stats.frames)
         size = self.featurenet.size[0]
         chip = self._timed("align", align_blazeface, frame, face, self.template, size)
         feature = self._timed("embed", self.featurenet.embed, chip)
@@ -109,19 +145,34 @@ class Kiosk:
         """Judge one frame; returns None when no face is in it."""
         t0 = self.clock()
         self.stats.frames += 1
+        self.last_face = None
         try:
             result = self._judge(frame)
+            reason = None
+            if result is not None and result.accepted:
+                for gate in self.gates:
+                    why = gate.refuse(result.identity, self.stats.frames)
+                    if why:
+                        reason = f"{gate.name}: {why}"
+                        break
         except Exception as exc:  # any fault in any stage: lock, log, carry on
             self.relay.lock()
             self._reset_streak()
+            self._reset_gates()
             self.stats.faults += 1
             log.error("fault while judging frame %d: %s", self.stats.frames, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             return self._emit(Decision("fault", None, None, None, 0, 1000 * (self.clock() - t0),
                                        self.stats.frames, error=f"{type(exc).__name__}: {exc}"))
         if result is None:
             self._reset_streak()
+            self._reset_gates()
             return None
         self.stats.faces += 1
+        if result.accepted and reason:
+            self._reset_streak()
+            latency = 1000 * (self.clock() - t0)
+            return self._emit(Decision("refused", None, result.identity, float(result.score), 0,
+                                       latency, self.stats.frames, reason=reason))
         if result.accepted:
             self.stats.accepted_frames[result.identity] = self.stats.accepted_frames.get(result.identity, 0) + 1
             if result.identity == self._streak_id:
@@ -151,6 +202,13 @@ class Kiosk:
             self.on_decision(decision)
         return decision
 
+    def _notify(self, frame, decision) -> None:
+        for listener in self.frame_listeners:
+            try:
+                listener(frame, self.last_face if frame is not None else None, decision)
+            except Exception as exc:  # a broken screen must not stop the lock
+                log.error("frame listener %r failed: %s", listener, exc)
+
     def run(self, max_frames: int | None = None, stop=None, idle_sleep: float = 0.0) -> Stats:
         """Loop until the camera ends (video file), `max_frames` camera reads, or `stop()`.
         The relay is locked on the way out, whatever the way out is."""
@@ -166,12 +224,14 @@ class Kiosk:
                 self.stats.stage_n["read"] += 1
                 if frame is None:
                     self._reset_streak()
+                    self._notify(None, None)
                     if getattr(self.camera, "finished", False):
                         break
                     if idle_sleep:
                         time.sleep(idle_sleep)
                     continue
-                self.step(frame)
+                decision = self.step(frame)
+                self._notify(frame, decision)
         finally:
             self.relay.lock()
             self.stats.wall_s = self.clock() - start

@@ -319,3 +319,34 @@ def test_scripted_identities_need_the_same_person_in_a_row(astronaut_parts, astr
     kiosk.on_decision = lambda d: events.append(d.event)
     kiosk.run()
     assert events == ["pending"] * 5 + ["granted"]
+
+
+def test_a_gate_refuses_a_recognised_face_with_its_reason(astronaut_parts, astronaut, tmp_path):
+    """Gates (liveness, access hours, lockout) sit between recognition and the unlock."""
+    from edge.kiosk import Gate
+
+    class NotNow(Gate):
+        name = "hours"
+
+        def __init__(self):
+            self.seen = 0
+
+        def observe(self, frame, face, frame_no):
+            self.seen += 1
+
+        def refuse(self, identity, frame_no):
+            return f"{identity} outside access hours" if frame_no <= 3 else None
+
+    gate = NotNow()
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 2})
+    relay = simulated_relay(pulse_s=5)
+    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 5), relay, astronaut_parts)
+    kiosk.gates.append(gate)
+    frames_seen = []
+    kiosk.frame_listeners.append(lambda frame, face, d: frames_seen.append((face is not None, d and d.event)))
+    got = []
+    kiosk.on_decision = lambda d: got.append((d.event, d.reason))
+    kiosk.run()
+    assert got[:3] == [("refused", "hours: astronaut outside access hours")] * 3
+    assert [e for e, _ in got[3:]] == ["pending", "granted"]
+    assert gate.seen == 5 and frames_seen[-1] == (True, "granted")
