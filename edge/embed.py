@@ -26,14 +26,19 @@ class FeatureNet:
         self.size = bundle.input_size
         self.model = None
         attempts = []
-        want_tpu = edgetpu is True or (edgetpu == "auto" and bundle.has_model("featurenet", "edgetpu"))
-        if want_tpu and bundle.has_model("featurenet", "edgetpu"):
-            if edgetpu_delegate() is not None:
+        has_tpu_build = bundle.has_model("featurenet", "edgetpu")
+        if edgetpu is True:  # required: no silent fallback to the CPU
+            if not has_tpu_build:
+                raise DoorlockError("Edge TPU required but the bundle has no Edge TPU build of "
+                                    "FeatureNet (compile featurenet_int8.tflite with edgetpu_compiler)")
+            if edgetpu_delegate() is None:
+                raise DoorlockError("Edge TPU required but no Edge TPU delegate loads (is the Coral attached?)")
+            attempts.append(("edgetpu", True))
+        else:
+            if edgetpu == "auto" and has_tpu_build and edgetpu_delegate() is not None:
                 attempts.append(("edgetpu", True))
-            elif edgetpu is True:
-                raise DoorlockError("Edge TPU requested but no Edge TPU delegate loads")
-        order = [precision] + [p for p in ("int8", "float") if p != precision]
-        attempts += [(p, False) for p in order if bundle.has_model("featurenet", p)]
+            order = [precision] + [p for p in ("int8", "float") if p != precision]
+            attempts += [(p, False) for p in order if bundle.has_model("featurenet", p)]
         errors = []
         for prec, tpu in attempts:
             try:
