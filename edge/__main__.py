@@ -47,10 +47,8 @@ def cmd_run(args) -> int:
     workdir = None
     if demo:
         from .app import gallery_file
-        from .audit import AuditLog
         from .demo import SAMPLE_NAME, sample_face_photo, write_sample_video
         from .enrol import enrol_face
-        from .gallery import Gallery, featurenet_fingerprint
 
         workdir = Path(tempfile.mkdtemp(prefix="doorlock-demo-"))
         cfg = config_from_dict({}, "built-in demo").replace(
@@ -76,11 +74,8 @@ def cmd_run(args) -> int:
     relay = make_relay(cfg)  # locked from here on, until every way out
     with fail_secure(relay):
         if demo:
-            from .app import load_models as _lm
-
-            parts = _lm(cfg, gallery=Gallery(fingerprint="", dim=128))
+            parts = load_models(cfg, empty_gallery=True)
             face = enrol_face(sample_face_photo(), parts.detector, parts.featurenet)
-            parts.gallery = Gallery(featurenet_fingerprint(parts.bundle), parts.featurenet.dim)
             parts.gallery.add(SAMPLE_NAME, face.vector, flips=face.flip, source="skimage astronaut")
             parts.gallery.save(gallery_file(cfg.recognition.gallery))
             print(f"demo: enrolled {SAMPLE_NAME!r} from the sample photo", flush=True)
@@ -117,7 +112,7 @@ def cmd_enrol(args) -> int:
     if args.bundle:
         cfg = cfg.replace(recognition={"bundle": args.bundle})
     gpath = gallery_file(args.gallery or cfg.recognition.gallery)
-    parts = load_models(cfg, gallery=Gallery(fingerprint="", dim=128))
+    parts = load_models(cfg, empty_gallery=True)
     fp = featurenet_fingerprint(parts.bundle)
     try:
         gallery = load_gallery(gpath, fp)

@@ -56,14 +56,17 @@ class Parts:
     gallery: Gallery
 
 
-def load_models(cfg: Config, gallery: Gallery | None = None) -> Parts:
-    """Bundle (verified), detector, FeatureNet and gallery (checked against the bundle)."""
+def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool = False) -> Parts:
+    """Bundle (verified), detector, FeatureNet and gallery (checked against the bundle).
+    `empty_gallery` starts a new, empty gallery for this bundle instead of loading one."""
     r = cfg.recognition
     bundle = load_bundle(resolve(r.bundle))
     detector = FaceDetector(cfg.detector.model, min_score=cfg.detector.min_score,
                             min_face_px=cfg.detector.min_face_px, num_threads=r.num_threads)
     featurenet = FeatureNet(bundle, "int8" if r.use_int8 else "float", r.num_threads, r.use_edgetpu)
-    if gallery is None:
+    if gallery is None and empty_gallery:
+        gallery = Gallery(featurenet_fingerprint(bundle), featurenet.dim)
+    elif gallery is None:
         gallery = load_gallery(gallery_file(r.gallery), featurenet_fingerprint(bundle))
     return Parts(bundle, detector, featurenet, gallery)
 

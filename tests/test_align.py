@@ -78,7 +78,7 @@ def test_our_chips_match_dlibs_own_chips_on_real_faces(shared):
     root = shared("data", "faces")
     photos = sorted((root / "deepface_unit").glob("img*.jpg"))[:30]
     photos += sorted((root / "fr_examples" / "train").glob("*/*.jpg"))
-    cos, refs, ours, names = [], [], [], []
+    cos, refs, ours = [], [], []
     for p in photos:
         bgr = cv2.imread(str(p))
         if bgr is None:

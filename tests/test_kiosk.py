@@ -38,8 +38,7 @@ def _pin_is_energised(relay) -> bool:
 @pytest.fixture(scope="module")
 def parts():
     cfg = config_from_dict({}, "test")
-    return load_models(cfg.replace(recognition={"bundle": str(BUNDLE)}),
-                       gallery=Gallery(fingerprint="", dim=128))
+    return load_models(cfg.replace(recognition={"bundle": str(BUNDLE)}), empty_gallery=True)
 
 
 @pytest.fixture(scope="module")
