@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import DoorlockError
+from .fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +62,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, datetime):
         return _iso(value)
     return str(value)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a create/rename in `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class AuditLog:
@@ -111,7 +98,7 @@ class AuditLog:
         except OSError as exc:
             raise self._fail("open", exc) from None
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, None
@@ -137,7 +124,7 @@ class AuditLog:
             pass
         except OSError as exc:
             raise self._fail("rotate", exc) from None
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._open()
 
     def write(self, event: str, identity: str | None = None, z: float | None = None,
@@ -234,7 +221,7 @@ class AuditLog:
                     os.remove(tmp)
                 except OSError:
                     pass
-        _fsync_dir(self.debug_dir)
+        fsync_dir(self.debug_dir)
         return final
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import DoorlockError
+from .fsutil import fsync_dir
 
 SCHEMA = "doorlock-bundle"
 SCHEMA_VERSION = 1
@@ -175,19 +176,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     return Bundle(root, meta)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_bundle(out_dir: str | os.PathLike, metadata: dict, files: dict[str, str | os.PathLike | bytes],
                  overwrite: bool = False) -> Bundle:
     """Write a bundle atomically: `files` maps bundle file names to source paths or bytes.
@@ -227,7 +215,7 @@ def write_bundle(out_dir: str | os.PathLike, metadata: dict, files: dict[str, st
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -235,7 +223,7 @@ def write_bundle(out_dir: str | os.PathLike, metadata: dict, files: dict[str, st
                 shutil.rmtree(old)
             os.replace(out, old)
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
