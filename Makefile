@@ -17,6 +17,8 @@ install-device: $(VPY)
 
 install-dev: install-device
 	$(PIP) -r requirements-test.txt
+# face_recognition: the bench's --compare peer; --no-deps as its dlib is dlib-bin's (no compiler)
+	$(PIP) --no-deps face-recognition==1.3.0
 
 demo: install-device
 	$(VPY) -m edge run

@@ -3,6 +3,7 @@
   edge run                       the built-in demo: sample video, simulated lock
   edge run --config FILE         the kiosk as configured (the systemd service uses this)
   edge enrol --name N --photo P  add a person to the gallery from photos
+  edge bench                     field benchmark (latency, fps, 1:N scaling, vs face_recognition)
 
 Every fault a user can cause ends in one line on stderr and a non-zero exit status,
 never a traceback; the relay is locked on every way out.
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bundle")
     e.add_argument("--gallery", help="gallery directory or .npz file")
     e.set_defaults(func=cmd_enrol)
+
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

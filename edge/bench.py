@@ -1,0 +1,1031 @@
+"""`python -m edge bench`: the field benchmark, on the door itself or on a desktop.
+
+Runs the kiosk's own pipeline (camera or video file -> BlazeFace -> alignment ->
+FeatureNet -> matcher against the gallery -> decision -> audit log -> simulated relay)
+and reports:
+- per stage p50/p95 latency (read, detect, align, embed, match, audit) and per frame,
+  end-to-end frames per second, peak resident memory, CPU use, the backend of each model,
+  and the decisions made (with correct / wrong identity frames where the clip is labelled);
+- 1:N scaling: the same run with galleries of 1, 100, 1,000 and 10,000 vectors (the
+  enrolled people plus synthetic identities), for the bundle's matcher and for a ModelNet
+  matcher of the default layer sizes with random weights (timing only);
+- int8 vs float FeatureNet on the same clip, as ratios;
+- with `--compare face_recognition`: face_recognition's own example flow on the same clip
+  with the same enrolment photos, in the same process, side by side.
+Output: a table on stdout, `bench.json` and `bench.png` (per stage latency, scaling).
+
+The relay is always simulated: a benchmark never opens the door. Per stage times come
+from the kiosk's own stage counters (`Stats.stage_s`), read by a frame listener after
+every frame, so the loop measured is exactly the loop that runs at the door.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DoorlockError
+from .kiosk import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_STAGES = (*STAGES, "audit", "other")  # other: gates, door, screen, decision
+SCALING_SIZES = (1, 100, 1000, 10000)
+SCALING_TARGET = 1.5        # frame time with 10,000 vectors at most this times that with 1
+PEER_FPS_TARGET = 10.0      # at least this many times face_recognition's frames per second
+# ModelNet's default shape (issue 10: d=128, 7 fully connected layers shrinking to m=1).
+MODELNET_SIZES = (256, 128, 64, 32, 16, 8, 1)
+MODELNET_ENCODING = "symmetric"
+PEERS = ("face_recognition",)
+
+# The Hamilton clip (../shared/data/video), labelled by eye per shot: the enrolled people on
+# screen. 1-20: wide stage shot with both (Miranda standing at the right, ~45 px face,
+# Lacamoire far away at the piano); 21-82: Lacamoire in profile at the piano; 83-211:
+# Miranda close up; 212-275: the audience (nobody enrolled). Same shots as tests/test_kiosk.py.
+LMM, AL = "Lin-Manuel Miranda", "Alex Lacamoire"
+HAMILTON_CLIP = ("data", "video", "short_hamilton_clip.mp4")
+HAMILTON_PHOTOS = ((LMM, ("data", "faces", "fr_examples", "lin-manuel-miranda.png")),
+                   (AL, ("data", "faces", "fr_examples", "alex-lacamoire.png")))
+HAMILTON_TRUTH = ((1, 20, {LMM, AL}), (21, 82, {AL}), (83, 211, {LMM}), (212, 275, set()))
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared"))
+
+
+# --- ground truth and counting ----------------------------------------------------------
+
+@dataclass
+class Truth:
+    """Who is on screen, per frame span (1-based, inclusive). Frames outside every span
+    are unlabelled and not counted."""
+
+    spans: tuple
+    source: str
+
+    def present(self, frame: int) -> set | None:
+        for first, last, people in self.spans:
+            if first <= frame <= last:
+                return set(people)
+        return None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Truth":
+        """{"Name": [[first, last], ...], ...}; frames in no span of anyone's but inside
+        [1, max] count as 'nobody enrolled on screen'."""
+        try:
+            data = json.loads(Path(path).read_text())
+            spans = [(int(a), int(b), name) for name, rs in data.items() for a, b in rs]
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise DoorlockError(f"{path}: not a truth file ({{\"Name\": [[first, last], ...]}}): "
+                                f"{type(exc).__name__}") from None
+        last = max((b for _, b, _ in spans), default=0)
+        per_frame = [set() for _ in range(last + 1)]
+        for a, b, name in spans:
+            for f in range(max(a, 1), b + 1):
+                per_frame[f].add(name)
+        return cls(tuple((f, f, per_frame[f]) for f in range(1, last + 1)), str(path))
+
+
+def identity_counts(per_frame: dict[int, list], truth: Truth | None) -> dict:
+    """Frames with a recognised identity: correct (every identity named in the frame is on
+    screen), wrong (any is not), unlabelled (outside the truth's spans)."""
+    named = {f: [i for i in ids if i] for f, ids in per_frame.items()}
+    named = {f: ids for f, ids in named.items() if ids}
+    out = {"frames_with_identity": len(named), "correct": None, "wrong": None, "unlabelled": None}
+    if truth is None:
+        return out
+    correct = wrong = unlabelled = 0
+    wrong_frames = []
+    for f, ids in sorted(named.items()):
+        present = truth.present(f)
+        if present is None:
+            unlabelled += 1
+        elif all(i in present for i in ids):
+            correct += 1
+        else:
+            wrong += 1
+            wrong_frames.append(f)
+    out.update(correct=correct, wrong=wrong, unlabelled=unlabelled, wrong_frames=wrong_frames[:50])
+    return out
+
+
+# --- one run ------------------------------------------------------------------------------
+
+def pct(values, q) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def stage_summary(samples: list) -> dict:
+    return {"p50_ms": pct(samples, 50), "p95_ms": pct(samples, 95),
+            "mean_ms": float(np.mean(samples)) if len(samples) else None, "n": len(samples)}
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+@dataclass
+class RunResult:
+    """One pass over the clip by one pipeline."""
+
+    label: str
+    frames: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    stage_ms: dict = field(default_factory=dict)       # stage -> per-frame ms samples
+    frame_ms: list = field(default_factory=list)       # every frame
+    face_frame_ms: list = field(default_factory=list)  # frames where a face was judged
+    per_frame: dict = field(default_factory=dict)      # frame -> [identity or None, ...]
+    faces_frames: int = 0                              # frames with at least one face found
+    events: dict = field(default_factory=dict)         # decision event -> count
+    opened_at: list = field(default_factory=list)      # frames where the door opened
+    faults: int = 0
+    backends: dict = field(default_factory=dict)
+    rss_mb: float = 0.0
+    notes: list = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+    def summary(self, truth: Truth | None) -> dict:
+        stages = {s: stage_summary(v) for s, v in self.stage_ms.items() if v}
+        return {"label": self.label, "frames": self.frames, "wall_s": self.wall_s,
+                "fps": self.fps, "cpu_s": self.cpu_s,
+                "cpu_cores_busy": self.cpu_s / self.wall_s if self.wall_s else None,
+                "cpu_percent_of_machine": (100 * self.cpu_s / self.wall_s / (os.cpu_count() or 1)
+                                           if self.wall_s else None),
+                "peak_rss_mb": self.rss_mb, "stages": stages,
+                "frame": stage_summary(self.frame_ms), "frame_with_face": stage_summary(self.face_frame_ms),
+                "frames_with_face": self.faces_frames, "decisions": dict(self.events),
+                "door_opened_at": self.opened_at, "faults": self.faults,
+                "identities": identity_counts(self.per_frame, truth),
+                "accepted_frames": _accepted(self.per_frame), "backends": self.backends,
+                "notes": self.notes}
+
+
+def _accepted(per_frame: dict) -> dict:
+    out: dict = {}
+    for ids in per_frame.values():
+        for i in set(i for i in ids if i):
+            out[i] = out.get(i, 0) + 1
+    return dict(sorted(out.items()))
+
+
+class _StageRecorder:
+    """A kiosk frame listener: per-frame deltas of the kiosk's own stage counters."""
+
+    def __init__(self, kiosk, result: RunResult, audit=None, clock=time.perf_counter):
+        self.kiosk, self.result, self.audit, self.clock = kiosk, result, audit, clock
+        self.last_s = dict(kiosk.stats.stage_s)
+        self.last_n = dict(kiosk.stats.stage_n)
+        self.t = clock()
+        for s in BENCH_STAGES:
+            result.stage_ms.setdefault(s, [])
+
+    def __call__(self, frame, face, decision) -> None:
+        now = self.clock()
+        st = self.kiosk.stats
+        for s in STAGES:
+            if st.stage_n[s] != self.last_n[s]:
+                self.result.stage_ms[s].append(1000.0 * (st.stage_s[s] - self.last_s[s]))
+        before_s = self.last_s
+        self.last_s, self.last_n = dict(st.stage_s), dict(st.stage_n)
+        audit_ms = 0.0
+        if self.audit is not None and self.audit.pending is not None:
+            audit_ms = 1000.0 * self.audit.pending
+            self.result.stage_ms["audit"].append(audit_ms)
+            self.audit.pending = None
+        if frame is not None:
+            ms = 1000.0 * (now - self.t)
+            self.result.frame_ms.append(ms)
+            named = sum(1000.0 * (st.stage_s[s] - before_s[s]) for s in STAGES) + audit_ms
+            self.result.stage_ms["other"].append(max(ms - named, 0.0))
+            if face is not None:
+                self.result.face_frame_ms.append(ms)
+                self.result.faces_frames += 1
+        self.t = self.clock()  # the listener's own time is not the pipeline's
+
+
+class _TimedAudit:
+    """The kiosk's audit log, timed (fsync per line: slow on some SD cards)."""
+
+    def __init__(self, log, clock=time.perf_counter):
+        self.log, self.clock, self.pending = log, clock, None
+
+    def write(self, **record):
+        t = self.clock()
+        try:
+            return self.log.write(**record)
+        finally:
+            self.pending = (self.pending or 0.0) + self.clock() - t
+
+    def close(self):
+        self.log.close()
+
+
+def _runtime_label() -> str:
+    from .runtime import backend_name
+
+    name = backend_name()
+    return {"ai_edge_litert": "LiteRT", "tflite_runtime": "tflite_runtime"}.get(name, name)
+
+
+def describe_backends(parts, matcher) -> dict:
+    rt = _runtime_label()
+    det = parts.detector.model
+    fn = parts.featurenet
+    from .match import DistanceMatcher, ModelNetMatcher
+
+    if isinstance(matcher, DistanceMatcher):
+        m = f"numpy {matcher.metric} distance, threshold {matcher.threshold:g}"
+    elif isinstance(matcher, ModelNetMatcher):
+        sizes = "-".join(str(w.shape[1]) for w, _ in matcher.model.layers)
+        m = (f"numpy ModelNet {matcher.model.encoding} {sizes}"
+             f"{' with flips (BioMetricNet-M)' if matcher.flips else ''}, threshold {matcher.threshold:g}")
+    else:
+        m = type(matcher).__name__
+    return {
+        "detector": "Edge TPU" if det.on_edgetpu else
+                    f"{rt} CPU {'int8' if det.is_quantized else 'float'} (BlazeFace {det.path.stem})",
+        "featurenet": "Edge TPU int8" if fn.model.on_edgetpu else f"{rt} CPU {fn.precision}",
+        "featurenet_file": fn.model.path.name,
+        "matcher": m,
+    }
+
+
+def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frames=None,
+                 start_frame: int = 1, audit_path: Path | None = None) -> RunResult:
+    """The kiosk exactly as built for the door (simulated relay), timed per stage."""
+    from . import app
+    from .app import build_kiosk, open_source
+    from .audit import AuditLog
+    from .lock import simulated_relay
+
+    result = RunResult(label)
+    camera = open_source(source, cfg)
+    _skip(camera, start_frame)
+    relay = simulated_relay(pulse_s=cfg.relay.pulse_s)
+    audit = _TimedAudit(AuditLog(audit_path)) if audit_path else None
+    offset = start_frame - 1
+
+    def on_decision(d):
+        frame = d.frame + offset
+        result.events[d.event] = result.events.get(d.event, 0) + 1
+        # what recognition said, even where a gate (lockout, access hours) then refused it
+        result.per_frame[frame] = [d.best if d.event == "refused" else d.identity]
+        if d.event == "granted":
+            result.opened_at.append(frame)
+
+    kiosk = None
+    try:
+        kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision)
+        if matcher is not None:
+            matcher.prepare(parts.gallery)
+            kiosk.matcher = matcher
+        kiosk.frame_listeners.append(_StageRecorder(kiosk, result, audit))
+        c0 = time.process_time()
+        stats = kiosk.run(max_frames=max_frames)
+        result.cpu_s = time.process_time() - c0
+    finally:
+        camera.close()
+        try:
+            close_kiosk = getattr(app, "close_kiosk", None)  # screen and door I/O, where built
+            if kiosk is not None and close_kiosk is not None:
+                close_kiosk(kiosk)
+        finally:
+            relay.close()
+            if audit is not None:
+                audit.close()
+    result.frames, result.wall_s, result.faults = stats.frames, stats.wall_s, stats.faults
+    result.backends = describe_backends(parts, kiosk.matcher)
+    result.rss_mb = peak_rss_mb()
+    return result
+
+
+def _skip(camera, start_frame: int) -> None:
+    for _ in range(start_frame - 1):
+        if camera.read() is None and getattr(camera, "finished", False):
+            raise DoorlockError(f"--start-frame {start_frame}: the video ends before that frame")
+
+
+# --- galleries ----------------------------------------------------------------------------
+
+@dataclass
+class Enrolment:
+    """People to enrol for the bench, each from photos (paths or RGB arrays)."""
+
+    people: list  # [(name, [photo, ...])]
+    source: str
+
+    def photos_of(self, name):
+        return dict(self.people)[name]
+
+
+def enrol_gallery(parts, enrolment: Enrolment):
+    from .enrol import enrol_face, read_photo
+    from .gallery import Gallery, featurenet_fingerprint
+
+    g = Gallery(featurenet_fingerprint(parts.bundle), parts.featurenet.dim)
+    for name, photos in enrolment.people:
+        vecs, flips = [], []
+        for p in photos:
+            img = read_photo(p) if isinstance(p, (str, Path)) else p
+            face = enrol_face(img, parts.detector, parts.featurenet)
+            vecs.append(face.vector)
+            flips.append(face.flip)
+        g.add(name, np.stack(vecs), flips=np.stack(flips), source="bench")
+    return g
+
+
+def scaled_gallery(real, n: int, seed: int = 0):
+    """A gallery of exactly n vectors: the real ones (the first n if there are more) plus
+    synthetic identities at random directions with the real vectors' typical norm, so they
+    never match a real face and the decisions stay those of the real gallery."""
+    from .gallery import Gallery
+
+    r = len(real.vectors)
+    if n <= r:
+        vecs, flips, labels = real.vectors[:n], real.flips[:n], real.labels[:n]
+    else:
+        rng = np.random.default_rng(seed)
+        norm = float(np.linalg.norm(real.vectors, axis=1).mean()) if r else 1.0
+        extra = rng.normal(size=(n - r, real.dim)).astype(np.float32)
+        extra *= norm / np.linalg.norm(extra, axis=1, keepdims=True)
+        vecs = np.concatenate([real.vectors, extra])
+        flips = np.concatenate([real.flips, extra])
+        labels = np.concatenate([real.labels, np.array([f"synthetic-{i:05d}" for i in range(n - r)])])
+    people = {str(k): {} for k in dict.fromkeys(labels.tolist())}
+    return Gallery(real.fingerprint, real.dim, vectors=vecs, labels=labels, flips=flips, people=people)
+
+
+def random_modelnet_matcher(d: int, flips: bool, seed: int = 0):
+    """ModelNet of the default layer sizes with random weights: its cost, not its answers
+    (threshold -inf: it never accepts anyone)."""
+    from .match import ModelNet, ModelNetMatcher
+
+    rng = np.random.default_rng(seed)
+    dims = [2 * d, *MODELNET_SIZES]
+    layers = [(rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32),
+               rng.normal(0, 0.1, b).astype(np.float32)) for a, b in zip(dims[:-1], dims[1:])]
+    return ModelNetMatcher(ModelNet(layers, MODELNET_ENCODING), float("-inf"), flips=flips)
+
+
+# --- the whole benchmark --------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    cfg: object
+    source: str
+    source_label: str
+    is_file: bool
+    enrolment: Enrolment | None
+    truth: Truth | None
+    max_frames: int | None
+    start_frame: int
+    scaling: tuple
+    repeats: int
+    precision: bool
+    compare: str | None
+    out: Path
+    audit: bool
+    plot: bool
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def demo_truth(n_frames: int = 120) -> Truth:
+    from .demo import SAMPLE_NAME
+
+    # edge.demo.sample_frames: 20 empty frames, the face, 15 empty frames at the end
+    return Truth(((1, 20, set()), (21, n_frames - 15, {SAMPLE_NAME}), (n_frames - 14, n_frames, set())),
+                 "built-in demo video (edge/demo.py)")
+
+
+def make_plan(args) -> Plan:
+    from .config import config_from_dict, load_config
+
+    cfg = load_config(args.config) if args.config else config_from_dict({}, "bench defaults")
+    if args.set:
+        cfg = cfg.override(*args.set)
+    if args.bundle:
+        cfg = cfg.replace(recognition={"bundle": args.bundle})
+    if args.gallery:
+        cfg = cfg.replace(recognition={"gallery": args.gallery})
+    cfg = cfg.replace(relay={"simulated": True})  # a benchmark never drives the door
+    out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / time.strftime("doorlock-bench-%Y%m%d-%H%M%S")
+
+    enrolment = truth = None
+    if args.enrol:
+        people: dict = {}
+        for spec in args.enrol:
+            name, sep, photo = spec.partition("=")
+            if not sep or not name.strip() or not photo:
+                raise DoorlockError(f"--enrol {spec!r}: use NAME=PHOTO")
+            people.setdefault(name.strip(), []).append(photo)
+        enrolment = Enrolment(list(people.items()), "--enrol")
+    shared = shared_dir()
+    if args.video and args.camera:
+        raise DoorlockError("give --video or --camera, not both")
+    if args.video:
+        source, label, is_file = args.video, Path(args.video).name, True
+        if not Path(args.video).is_file():
+            raise DoorlockError(f"video file not found: {args.video}")
+        if Path(args.video).name == HAMILTON_CLIP[-1] and not args.truth:
+            truth = Truth(HAMILTON_TRUTH, "Hamilton clip shots (edge/bench.py)")
+            if enrolment is None and shared.joinpath(*HAMILTON_PHOTOS[0][1]).is_file():
+                enrolment = Enrolment([(n, [shared.joinpath(*p)]) for n, p in HAMILTON_PHOTOS],
+                                      "Hamilton enrolment photos")
+    elif args.camera or args.config:
+        source = args.camera or cfg.camera.source
+        from .app import resolve
+
+        is_file = not (source == "picamera" or source.startswith(("usb:", "/dev/video")))
+        if is_file and not resolve(source).is_file():
+            raise DoorlockError(f"camera source {source!r}: no such video file")
+        label = source
+    elif shared.joinpath(*HAMILTON_CLIP).is_file():
+        source, label, is_file = str(shared.joinpath(*HAMILTON_CLIP)), HAMILTON_CLIP[-1], True
+        truth = Truth(HAMILTON_TRUTH, "Hamilton clip shots (edge/bench.py)")
+        if enrolment is None:
+            enrolment = Enrolment([(n, [shared.joinpath(*p)]) for n, p in HAMILTON_PHOTOS],
+                                  "Hamilton enrolment photos")
+    else:
+        from .demo import SAMPLE_NAME, sample_face_photo, write_sample_video
+
+        out.mkdir(parents=True, exist_ok=True)
+        source = str(write_sample_video(out / "sample.avi"))
+        label, is_file = "built-in demo video (astronaut)", True
+        truth = demo_truth()
+        if enrolment is None:
+            enrolment = Enrolment([(SAMPLE_NAME, [sample_face_photo()])], "skimage astronaut photo")
+    if args.truth:
+        truth = Truth.from_json(args.truth)
+    max_frames = args.max_frames
+    if not is_file and max_frames is None:
+        max_frames = 300  # a live camera never ends
+    if args.start_frame < 1:
+        raise DoorlockError("--start-frame counts from 1")
+    if args.start_frame > 1 and not is_file:
+        raise DoorlockError("--start-frame needs a video file")
+    if args.compare:
+        if not is_file:
+            raise DoorlockError("--compare needs a video file (both pipelines must see the same frames)")
+        if enrolment is None:
+            raise DoorlockError("--compare needs enrolment photos (--enrol NAME=PHOTO), not a gallery file")
+    scaling = () if args.scaling.strip().lower() in ("", "none", "off") else _sizes(args.scaling)
+    return Plan(cfg, source, label, is_file, enrolment, truth, max_frames, args.start_frame,
+                scaling, max(1, args.repeats), not args.no_precision, args.compare, out, not args.no_audit, not args.no_plot)
+
+
+def _sizes(text: str) -> tuple:
+    try:
+        sizes = tuple(int(s.replace("_", "")) for s in text.split(","))
+    except ValueError:
+        raise DoorlockError(f"--scaling {text!r}: comma-separated gallery sizes, e.g. 1,100,1000,10000") from None
+    if not sizes or min(sizes) < 1:
+        raise DoorlockError("--scaling: sizes must be >= 1")
+    return tuple(sorted(set(sizes)))
+
+
+def _load(plan: Plan, cfg):
+    from .app import load_models
+
+    parts = load_models(cfg, empty_gallery=plan.enrolment is not None)
+    if plan.enrolment is not None:
+        parts.gallery = enrol_gallery(parts, plan.enrolment)
+    return parts
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "numpy": np.__version__,
+            "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                      "MKL_NUM_THREADS") if k in os.environ}}
+    try:
+        import cv2
+
+        info["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    for path, key in (("/proc/device-tree/model", "board"),):
+        try:
+            info[key] = Path(path).read_text().strip("\x00\n ")
+        except OSError:
+            pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        info["ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:
+        pass
+    return info
+
+
+def cpu_temperature() -> float | None:
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+def run_bench(plan: Plan, quiet: bool = False) -> dict:
+    plan.out.mkdir(parents=True, exist_ok=True)
+    cfg = plan.cfg
+    report: dict = {"schema": "doorlock-bench", "version": 1,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(["python -m edge bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else None,
+                    "source": plan.source_label, "source_path": plan.source,
+                    "start_frame": plan.start_frame, "max_frames": plan.max_frames,
+                    "truth": plan.truth.source if plan.truth else None,
+                    "enrolment": ({"source": plan.enrolment.source,
+                                   "people": [n for n, _ in plan.enrolment.people]}
+                                  if plan.enrolment else {"source": "gallery file", "path": cfg.recognition.gallery}),
+                    "machine": machine_info(), "cpu_temp_c_start": cpu_temperature(),
+                    "config": {"bundle": cfg.recognition.bundle, "use_int8": cfg.recognition.use_int8,
+                               "use_edgetpu": cfg.recognition.use_edgetpu, "flips": cfg.recognition.flips,
+                               "num_threads": cfg.recognition.num_threads,
+                               "detector": cfg.detector.model, "min_face_px": cfg.detector.min_face_px,
+                               "consecutive_frames": cfg.recognition.consecutive_frames}}
+    kw = dict(max_frames=plan.max_frames, start_frame=plan.start_frame)
+
+    # 1. the pipeline as configured
+    _say(f"loading models and enrolling ({report['enrolment']['source']})", quiet)
+    parts = _load(plan, cfg)
+    people = len(parts.gallery)
+    report["gallery"] = {"people": people, "vectors": int(len(parts.gallery.vectors))}
+    _say(f"doorlock on {plan.source_label} ({parts.featurenet.precision})", quiet)
+    main = run_doorlock(cfg, parts, plan.source, f"doorlock {parts.featurenet.precision}",
+                        audit_path=plan.out / "audit.jsonl" if plan.audit else None, **kw)
+    report["doorlock"] = main.summary(plan.truth)
+    report["doorlock"]["per_frame"] = {str(k): v for k, v in sorted(main.per_frame.items())}
+
+    # 2. int8 vs float
+    if plan.precision:
+        other = "float" if parts.featurenet.precision != "float" else "int8"
+        ocfg = cfg.replace(recognition={"use_int8": other == "int8", "use_edgetpu": False})
+        oparts = _load(plan, ocfg)
+        if oparts.featurenet.precision == parts.featurenet.precision:
+            report["precision"] = {"skipped": f"the bundle has no {other} FeatureNet"}
+        else:
+            _say(f"doorlock on the same clip with the {other} FeatureNet", quiet)
+            alt = run_doorlock(ocfg, oparts, plan.source, f"doorlock {other}",
+                               audit_path=plan.out / f"audit-{other}.jsonl" if plan.audit else None, **kw)
+            report["precision"] = precision_report(main, alt, parts, oparts, plan.truth)
+        del oparts
+
+    # 3. 1:N scaling
+    if plan.scaling:
+        report["scaling"] = scaling_report(plan, cfg, parts, main, quiet, **kw)
+
+    # 4. the peer
+    if plan.compare:
+        from .peer import run_peer
+
+        _say(f"{plan.compare} on the same clip (its own example flow; slow)", quiet)
+        peer = run_peer(plan.compare, plan.source, plan.enrolment, **kw)
+        report["peer"] = peer.summary(plan.truth)
+        report["peer"]["per_frame"] = {str(k): v for k, v in sorted(peer.per_frame.items())}
+        report["comparison"] = comparison(report["doorlock"], report["peer"])
+
+    report["cpu_temp_c_end"] = cpu_temperature()
+    report["targets"] = targets(report)
+    files = {"json": str(plan.out / "bench.json"), "table": str(plan.out / "bench.txt")}
+    if plan.plot:
+        png = plan.out / "bench.png"
+        err = plot(report, png)
+        if err:
+            report.setdefault("notes", []).append(err)
+        else:
+            files["png"] = str(png)
+    if plan.audit:
+        files["audit"] = str(plan.out / "audit.jsonl")
+    report["files"] = files
+    table = format_report(report)
+    Path(files["table"]).write_text(table + "\n")
+    Path(files["json"]).write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    report["table"] = table
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, set):
+        return sorted(o)
+    return str(o)
+
+
+def _ratio(a, b) -> float | None:
+    return float(a) / float(b) if a is not None and b not in (None, 0) else None
+
+
+def precision_report(main: RunResult, alt: RunResult, parts, oparts, truth) -> dict:
+    # the int8 side may be the Edge TPU build (precision "edgetpu"); the float side is the CPU
+    (i8, p8), (fl, pf) = (((main, parts), (alt, oparts)) if parts.featurenet.precision != "float"
+                          else ((alt, oparts), (main, parts)))
+    s8, sf = i8.summary(truth), fl.summary(truth)
+    same = [f for f in set(i8.per_frame) | set(fl.per_frame)
+            if i8.per_frame.get(f, [None]) == fl.per_frame.get(f, [None])]
+    judged = set(i8.per_frame) | set(fl.per_frame)
+    size8 = p8.featurenet.model.path.stat().st_size
+    sizef = pf.featurenet.model.path.stat().st_size
+
+    def row(a, b):
+        return {"int8": a, "float": b, "int8_over_float": _ratio(a, b)}
+
+    KEYS = ("label", "fps", "wall_s", "cpu_cores_busy", "stages", "frame", "frame_with_face",
+            "identities", "decisions", "backends")
+
+    return {
+        "int8": {k: s8[k] for k in KEYS},
+        "float": {k: sf[k] for k in KEYS},
+        "ratios": {
+            "fps": row(s8["fps"], sf["fps"]),
+            "embed_p50_ms": row(s8["stages"].get("embed", {}).get("p50_ms"),
+                                sf["stages"].get("embed", {}).get("p50_ms")),
+            "embed_p95_ms": row(s8["stages"].get("embed", {}).get("p95_ms"),
+                                sf["stages"].get("embed", {}).get("p95_ms")),
+            "frame_with_face_p50_ms": row(s8["frame_with_face"]["p50_ms"], sf["frame_with_face"]["p50_ms"]),
+            "model_bytes": row(size8, sizef),
+            "correct_frames": row(s8["identities"]["correct"], sf["identities"]["correct"]),
+            "wrong_frames": row(s8["identities"]["wrong"], sf["identities"]["wrong"]),
+        },
+        "same_decision_frames": len(same), "judged_frames": len(judged),
+        "agreement": len(same) / len(judged) if judged else None,
+    }
+
+
+def scaling_report(plan: Plan, cfg, parts, main: RunResult, quiet: bool, **kw) -> dict:
+    from .match import matcher_from_bundle
+
+    real = parts.gallery
+    r = cfg.recognition
+    kinds = [("bundle", lambda: matcher_from_bundle(parts.bundle, flips=r.flips,
+                                                    threshold_override=r.threshold_override))]
+    if parts.bundle.matcher.get("kind") != "modelnet":
+        kinds.append((f"modelnet-{MODELNET_ENCODING}-random",
+                      lambda: random_modelnet_matcher(parts.featurenet.dim, r.flips)))
+    rows = {}
+    saved = parts.gallery
+    runs: dict = {}
+    try:
+        # interleaved repeats: a burst of load from other processes hits every size alike
+        for rep in range(plan.repeats):
+            for kind, make in kinds:
+                for n in plan.scaling:
+                    _say(f"1:N scaling: {kind} matcher, gallery of {n} vectors"
+                         + (f" (repeat {rep + 1} of {plan.repeats})" if plan.repeats > 1 else ""), quiet)
+                    parts.gallery = scaled_gallery(real, n)
+                    res = run_doorlock(cfg, parts, plan.source, f"{kind} n={n}", matcher=make(), **kw)
+                    runs.setdefault((kind, n), []).append(res)
+    finally:
+        parts.gallery = saved
+    med = lambda xs: float(np.median([x for x in xs if x is not None])) if any(x is not None for x in xs) else None
+    for kind, _ in kinds:
+        rows[kind] = []
+        for n in plan.scaling:
+            ss = [r.summary(plan.truth) for r in runs[(kind, n)]]
+            stage_p50 = {st: med([s["stages"].get(st, {}).get("p50_ms") for s in ss])
+                         for st in STAGES if any(st in s["stages"] for s in ss)}
+            row = {"vectors": n, "repeats": len(ss), "fps": med([s["fps"] for s in ss]),
+                   "frame_mean_ms": med([s["frame"]["mean_ms"] for s in ss]),
+                   "frame_with_face_p50_ms": med([s["frame_with_face"]["p50_ms"] for s in ss]),
+                   "frame_with_face_mean_ms": med([s["frame_with_face"]["mean_ms"] for s in ss]),
+                   "match_p50_ms": stage_p50.get("match"),
+                   "match_p95_ms": med([s["stages"].get("match", {}).get("p95_ms") for s in ss]),
+                   "stage_p50_ms": stage_p50,
+                   "matcher": ss[0]["backends"]["matcher"], "identities": ss[0]["identities"]}
+            if kind == "bundle" and n >= len(real.vectors):
+                row["same_decisions_as_real_gallery"] = all(r.per_frame == main.per_frame for r in runs[(kind, n)])
+            rows[kind].append(row)
+        base = rows[kind][0]
+        for row in rows[kind]:
+            row["relative_frame_time"] = _ratio(row["frame_with_face_p50_ms"], base["frame_with_face_p50_ms"])
+            row["relative_frame_mean"] = _ratio(row["frame_with_face_mean_ms"], base["frame_with_face_mean_ms"])
+    return {"sizes": list(plan.scaling), "base_vectors": plan.scaling[0],
+            "measure": "p50 time of frames with a face (where the matcher runs), median over "
+                       "interleaved repeats, relative to the smallest gallery",
+            "real_vectors": int(len(real.vectors)), "matchers": rows}
+
+
+def comparison(ours: dict, peer: dict) -> dict:
+    def get(d, *path):
+        for k in path:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    rows = {}
+    for key, path in (("fps", ("fps",)), ("frame_p50_ms", ("frame", "p50_ms")),
+                      ("frame_p95_ms", ("frame", "p95_ms")),
+                      ("correct_frames", ("identities", "correct")),
+                      ("wrong_frames", ("identities", "wrong")),
+                      ("frames_with_face", ("frames_with_face",)),
+                      ("cpu_cores_busy", ("cpu_cores_busy",)), ("peak_rss_mb", ("peak_rss_mb",))):
+        a, b = get(ours, *path), get(peer, *path)
+        rows[key] = {"doorlock": a, "peer": b, "ratio": _ratio(a, b)}
+    return rows
+
+
+def targets(report: dict) -> dict:
+    out = {}
+    ids = report["doorlock"]["identities"]
+    if ids["wrong"] is not None:
+        out["zero_wrong_identity_frames"] = {"value": ids["wrong"], "pass": ids["wrong"] == 0}
+    comp = report.get("comparison")
+    if comp:
+        r = comp["fps"]["ratio"]
+        out["fps_vs_peer"] = {"value": r, "target": f">= {PEER_FPS_TARGET:g}x",
+                              "pass": r is not None and r >= PEER_FPS_TARGET}
+        c = comp["correct_frames"]
+        if c["doorlock"] is not None:
+            out["correct_frames_vs_peer"] = {"value": [c["doorlock"], c["peer"]], "target": ">= peer",
+                                             "pass": c["doorlock"] >= c["peer"]}
+        w = comp["wrong_frames"]
+        if w["peer"] is not None:
+            out["peer_wrong_frames"] = {"value": w["peer"], "info": True}
+    sc = report.get("scaling")
+    if sc and 1 in sc["sizes"] and 10000 in sc["sizes"]:
+        for kind, rows in sc["matchers"].items():
+            rel = next(r["relative_frame_time"] for r in rows if r["vectors"] == 10000)
+            out[f"scaling_10000_{kind}"] = {"value": rel, "target": f"<= {SCALING_TARGET:g}x",
+                                            "pass": rel is not None and rel <= SCALING_TARGET}
+    return out
+
+
+# --- output -------------------------------------------------------------------------------
+
+def _f(v, spec=".2f", none="n/a") -> str:
+    if v is None:
+        return none
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    return format(v, spec)
+
+
+def _table(header: list, rows: list) -> list:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for j, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_report(rep: dict) -> str:
+    d = rep["doorlock"]
+    m = rep["machine"]
+    L = [f"doorlock field benchmark: {rep['source']}"
+         f"{' from frame ' + str(rep['start_frame']) if rep['start_frame'] > 1 else ''}, "
+         f"{d['frames']} frames; {rep['gallery']['people']} people enrolled "
+         f"({rep['enrolment']['source']})",
+         f"machine: {m.get('board') or m.get('cpu') or m['machine']}, {m['cpu_count']} cores, "
+         f"Python {m['python']}" + (f", CPU {rep['cpu_temp_c_start']:.0f} -> {rep['cpu_temp_c_end']:.0f} C"
+                                     if rep.get("cpu_temp_c_start") and rep.get("cpu_temp_c_end") else ""),
+         "backends: " + "; ".join(f"{k} {v}" for k, v in d["backends"].items() if k != "featurenet_file"),
+         ""]
+    rows = []
+    for s in BENCH_STAGES:
+        st = d["stages"].get(s)
+        if st:
+            rows.append([s, _f(st["p50_ms"]), _f(st["p95_ms"]), _f(st["mean_ms"]), st["n"]])
+    for name, key in (("frame (all)", "frame"), ("frame (with face)", "frame_with_face")):
+        st = d[key]
+        rows.append([name, _f(st["p50_ms"]), _f(st["p95_ms"]), _f(st["mean_ms"]), st["n"]])
+    L += _table(["stage", "p50 ms", "p95 ms", "mean ms", "n"], rows)
+    ids = d["identities"]
+    ev = ", ".join(f"{k} {v}" for k, v in sorted(d["decisions"].items())) or "none"
+    L += ["",
+          f"end to end: {d['fps']:.1f} frames/s ({d['frames']} frames in {d['wall_s']:.2f} s); "
+          f"CPU {d['cpu_cores_busy']:.2f} cores busy ({d['cpu_percent_of_machine']:.0f}% of the machine); "
+          f"peak RSS {d['peak_rss_mb']:.0f} MB",
+          f"decisions: {d['frames_with_face']} frames with a face judged: {ev}; faults {d['faults']}; "
+          f"door opened {len(d['door_opened_at'])} time(s)"
+          + (f" at frames {d['door_opened_at'][:12]}" if d["door_opened_at"] else ""),
+          "identities: " + (f"correct {ids['correct']} frames, wrong {ids['wrong']} frames"
+                            + (f" (at {ids['wrong_frames'][:10]})" if ids["wrong"] else "")
+                            + f" [truth: {rep['truth']}]" if ids["correct"] is not None else "no ground truth")
+          + "; accepted per identity: " + (", ".join(f"{k} {v}" for k, v in d["accepted_frames"].items()) or "none")]
+
+    pr = rep.get("precision")
+    if pr and "skipped" in pr:
+        L += ["", f"int8 vs float: skipped ({pr['skipped']})"]
+    elif pr:
+        L += ["", "int8 vs float FeatureNet (same clip, each enrolled with its own variant)"]
+        names = {"fps": "frames/s", "embed_p50_ms": "embed p50 ms", "embed_p95_ms": "embed p95 ms",
+                 "frame_with_face_p50_ms": "frame with face p50 ms", "model_bytes": "model MB",
+                 "correct_frames": "correct-identity frames", "wrong_frames": "wrong-identity frames"}
+        rows = []
+        for k, r in pr["ratios"].items():
+            a, b = r["int8"], r["float"]
+            if k == "model_bytes":
+                a, b = a / 1e6, b / 1e6
+            rows.append([names[k], _f(a), _f(b), _f(r["int8_over_float"], ".2f") + ("x" if r["int8_over_float"] is not None else "")])
+        L += _table(["", "int8", "float", "int8/float"], rows)
+        L.append(f"same decision in {pr['same_decision_frames']} of {pr['judged_frames']} judged frames "
+                 f"({100 * pr['agreement']:.1f}%)" if pr["agreement"] is not None else "no frames judged")
+
+    sc = rep.get("scaling")
+    if sc:
+        L += ["", f"1:N scaling: frame time with a face (p50) relative to a gallery of {sc['base_vectors']} "
+                  f"(the {sc['real_vectors']} enrolled vector(s) + synthetic identities)"]
+        kinds = list(sc["matchers"])
+        header = ["vectors"]
+        for k in kinds:
+            header += [f"{k} frame ms", "rel", "match p50 ms"]
+        rows = []
+        for i, n in enumerate(sc["sizes"]):
+            row = [f"{n:,}"]
+            for k in kinds:
+                r = sc["matchers"][k][i]
+                row += [_f(r["frame_with_face_p50_ms"]), _f(r["relative_frame_time"]) + "x", _f(r["match_p50_ms"], ".3f")]
+            rows.append(row)
+        L += _table(header, rows)
+        for k in kinds:
+            L.append(f"  {k}: {sc['matchers'][k][-1]['matcher']}")
+        same = [r.get("same_decisions_as_real_gallery") for r in sc["matchers"].get("bundle", [])
+                if "same_decisions_as_real_gallery" in r]
+        if same:
+            L.append(f"  synthetic identities left the bundle matcher's decisions unchanged: {_f(all(same))}")
+
+    comp = rep.get("comparison")
+    if comp:
+        p = rep["peer"]
+        L += ["", f"side by side with {p['label']} (same clip, same enrolment photos, same process)"]
+        names = {"fps": "frames/s", "frame_p50_ms": "frame p50 ms", "frame_p95_ms": "frame p95 ms",
+                 "correct_frames": "correct-identity frames", "wrong_frames": "wrong-identity frames",
+                 "frames_with_face": "frames with a face found", "cpu_cores_busy": "CPU cores busy",
+                 "peak_rss_mb": "peak RSS MB (process)"}
+        rows = [[names[k], _f(r["doorlock"]), _f(r["peer"]),
+                 _f(r["ratio"]) + ("x" if r["ratio"] is not None else "")] for k, r in comp.items()]
+        L += _table(["", "doorlock", p["label"], "doorlock/peer"], rows)
+        L.append(f"  {p['label']} backends: " + "; ".join(f"{k} {v}" for k, v in p["backends"].items()))
+        L.append("  peak RSS is the process's: the peer ran after doorlock, in the same process")
+        pst = p["stages"]
+        L.append(f"  {p['label']} per stage p50 ms: "
+                 + ", ".join(f"{s} {_f(v['p50_ms'])}" for s, v in pst.items()))
+
+    tg = rep.get("targets")
+    if tg:
+        L += ["", "targets:"]
+        for k, t in tg.items():
+            if t.get("info"):
+                continue
+            v = t["value"]
+            vs = f"{v[0]} vs {v[1]}" if isinstance(v, list) else _f(v)
+            L.append(f"  {'PASS' if t['pass'] else 'MISS'}  {k}: {vs}" + (f" (target {t['target']})" if "target" in t else ""))
+    L += ["", "files: " + ", ".join(f"{k} {v}" for k, v in rep["files"].items())]
+    for n in rep.get("notes", []):
+        L.append(f"note: {n}")
+    return "\n".join(L)
+
+
+def plot(rep: dict, path: Path) -> str | None:
+    """Per stage p50 (bars) and p95 (whiskers) per pipeline; scaling beside it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    runs = [(rep["doorlock"]["label"], rep["doorlock"])]
+    pr = rep.get("precision")
+    if pr and "float" in pr:
+        other = "float" if "float" not in rep["doorlock"]["label"] else "int8"
+        runs.append((f"doorlock {other}", pr[other]))
+    if rep.get("peer"):
+        runs.append((rep["peer"]["label"], rep["peer"]))
+    stages = [s for s in (*BENCH_STAGES, "frame") if any(
+        (r["stages"].get(s) if s != "frame" else r["frame"]) for _, r in runs)]
+    sc = rep.get("scaling")
+    fig, axes = plt.subplots(1, 2 if sc else 1, figsize=(13 if sc else 8, 4.8), squeeze=False)
+    ax = axes[0][0]
+    width = 0.8 / len(runs)
+    x = np.arange(len(stages))
+    for i, (name, r) in enumerate(runs):
+        p50, p95 = [], []
+        for s in stages:
+            st = r["frame"] if s == "frame" else r["stages"].get(s)
+            p50.append(st["p50_ms"] if st and st["p50_ms"] is not None else np.nan)
+            p95.append(st["p95_ms"] if st and st["p95_ms"] is not None else np.nan)
+        p50, p95 = np.array(p50), np.array(p95)
+        ok = ~np.isnan(p50)  # a stage this pipeline does not have: no bar
+        ax.bar((x + (i - (len(runs) - 1) / 2) * width)[ok], np.maximum(p50[ok], 1e-3), width,
+               yerr=[np.zeros(ok.sum()), np.maximum(p95[ok] - p50[ok], 0)], capsize=3,
+               label=f"{name} ({r['fps']:.1f} fps)")
+    ax.set_xticks(x, stages)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per frame (bar p50, whisker p95)")
+    ax.set_title(f"per stage latency: {rep['source']}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    if sc:
+        ax2 = axes[0][1]
+        for kind, rows in sc["matchers"].items():
+            ax2.plot([r["vectors"] for r in rows], [r["frame_with_face_p50_ms"] for r in rows], "o-", label=kind)
+        base = sc["matchers"]["bundle"][0]["frame_with_face_p50_ms"]
+        if base:
+            ax2.axhline(SCALING_TARGET * base, color="grey", ls="--", label=f"{SCALING_TARGET:g}x gallery of {sc['base_vectors']}")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("gallery vectors")
+        ax2.set_ylabel("frame time with a face, p50 ms")
+        ax2.set_title("1:N scaling")
+        ax2.legend(fontsize=8)
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+# --- command line ---------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Field benchmark: run the full pipeline (camera or video -> detect -> align -> FeatureNet ->
+matcher -> decision) with a simulated relay and report per stage p50/p95 latency, frames per
+second, peak memory, CPU use, the backend of each model and the decisions made; 1:N scaling
+with galleries of 1 to 10,000 vectors; int8 vs float FeatureNet; and, with --compare
+face_recognition, the same clip through face_recognition's own example flow.
+
+Without --video, --camera or --config it uses the Hamilton clip and its two enrolment
+photos when the project's shared data is beside the repo (../shared or $DOORLOCK_SHARED),
+else the built-in demo video with the astronaut enrolled. On the door:
+  python -m edge bench --config /etc/doorlock/doorlock.toml --max-frames 300
+(the configured camera and gallery; the relay stays simulated)."""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    b = sub.add_parser("bench", help="field benchmark: latency, fps, memory, 1:N scaling, int8 vs float, "
+                                     "side by side with face_recognition",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--video", help="video file to run (default: the Hamilton clip, else the built-in demo)")
+    b.add_argument("--camera", help="live camera instead: picamera, usb:N or /dev/videoN (use --max-frames)")
+    b.add_argument("--config", help="kiosk configuration TOML: its camera, bundle, gallery and settings")
+    b.add_argument("--bundle", help="override recognition.bundle")
+    b.add_argument("--gallery", help="override recognition.gallery (used when nobody is given with --enrol)")
+    b.add_argument("--enrol", action="append", metavar="NAME=PHOTO",
+                   help="enrol NAME from PHOTO for this run (repeatable; the gallery file is not touched)")
+    b.add_argument("--truth", metavar="FILE",
+                   help='who is on screen, for correct/wrong counts: JSON {"Name": [[first, last], ...]} '
+                        "(frame numbers from 1; built in for the Hamilton clip and the demo)")
+    b.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any config key")
+    b.add_argument("--max-frames", type=int, help="stop after this many frames (live camera: default 300)")
+    b.add_argument("--start-frame", type=int, default=1, help="skip to this frame of the video first (from 1)")
+    b.add_argument("--scaling", default=",".join(map(str, SCALING_SIZES)),
+                   help="gallery sizes for 1:N scaling, or 'none' (default %(default)s)")
+    b.add_argument("--repeats", type=int, default=3,
+                   help="interleaved repeats of each scaling run; the median is reported (default %(default)s)")
+    b.add_argument("--no-precision", action="store_true", help="skip the int8 vs float run")
+    b.add_argument("--compare", choices=PEERS,
+                   help="also run this peer on the same clip (optional dependency: "
+                        "pip install --no-deps face_recognition)")
+    b.add_argument("--no-audit", action="store_true", help="do not write (and time) the audit log")
+    b.add_argument("--no-plot", action="store_true", help="no PNG plot")
+    b.add_argument("--out", help="folder for bench.json, bench.txt, bench.png "
+                                 "(default: a new doorlock-bench-* folder in the temp directory)")
+    b.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=cmd_bench)
+    return b
+
+
+def cmd_bench(args) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.compare:
+        from .peer import check_peer
+
+        check_peer(args.compare)  # fail in one line before minutes of work
+    plan = make_plan(args)
+    report = run_bench(plan, quiet=args.quiet)
+    print(report["table"], flush=True)
+    missed = [k for k, t in report["targets"].items() if not t.get("info") and not t["pass"]]
+    return 1 if args.strict and missed else 0

@@ -1,0 +1,157 @@
+"""The field benchmark (`python -m edge bench`): a short run produces every figure and file;
+the face_recognition comparison runs on a handful of frames; counting and galleries."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.__main__ import main
+from edge.bench import (HAMILTON_TRUTH, MODELNET_SIZES, Truth, identity_counts,
+                        random_modelnet_matcher, scaled_gallery)
+from edge.gallery import Gallery
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("read", "detect", "align", "embed", "match", "audit")
+
+
+def _stage_ok(st):
+    return st["n"] > 0 and 0 <= st["p50_ms"] <= st["p95_ms"] and st["mean_ms"] > 0
+
+
+def test_bench_help():
+    r = subprocess.run([sys.executable, "-m", "edge", "bench", "--help"], capture_output=True,
+                       text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0
+    for opt in ("--video", "--camera", "--compare", "--scaling", "--out", "--max-frames"):
+        assert opt in r.stdout
+
+
+def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, monkeypatch, capsys):
+    """No shared data: the built-in demo video with the astronaut enrolled (first 40
+    frames: 20 empty, then the face), every section of the report."""
+    monkeypatch.setenv("DOORLOCK_SHARED", str(tmp_path / "no-shared-here"))
+    out = tmp_path / "bench"
+    rc = main(["bench", "--max-frames", "40", "--repeats", "1", "--out", str(out), "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    for name in ("bench.json", "bench.txt", "bench.png", "audit.jsonl"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep = json.loads((out / "bench.json").read_text())
+
+    d = rep["doorlock"]
+    assert d["frames"] == 40 and d["frames_with_face"] >= 15
+    for s in STAGES:
+        assert _stage_ok(d["stages"][s]), s
+    assert _stage_ok(d["frame"]) and _stage_ok(d["frame_with_face"])
+    assert d["fps"] > 0 and d["peak_rss_mb"] > 50 and d["cpu_cores_busy"] > 0
+    assert d["backends"]["featurenet"].endswith("CPU int8") and "BlazeFace" in d["backends"]["detector"]
+    assert "l2" in d["backends"]["matcher"]
+    assert sum(d["decisions"].values()) == d["frames_with_face"] and d["door_opened_at"]
+    assert d["identities"]["correct"] >= 10 and d["identities"]["wrong"] == 0
+
+    pr = rep["precision"]
+    assert pr["float"]["backends"]["featurenet"].endswith("CPU float")
+    for k in ("fps", "embed_p50_ms", "embed_p95_ms", "frame_with_face_p50_ms", "model_bytes"):
+        assert pr["ratios"][k]["int8_over_float"] > 0, k
+    assert pr["ratios"]["model_bytes"]["int8_over_float"] < 0.5
+    assert 0 < pr["agreement"] <= 1
+
+    sc = rep["scaling"]
+    assert sc["sizes"] == [1, 100, 1000, 10000]
+    assert set(sc["matchers"]) == {"bundle", "modelnet-symmetric-random"}
+    for rows in sc["matchers"].values():
+        assert [r["vectors"] for r in rows] == [1, 100, 1000, 10000]
+        assert rows[0]["relative_frame_time"] == 1.0
+        assert all(r["relative_frame_time"] > 0 and r["match_p50_ms"] > 0 for r in rows)
+    assert all(r["same_decisions_as_real_gallery"] for r in sc["matchers"]["bundle"])
+    assert "256-128-64-32-16-8-1" in sc["matchers"]["modelnet-symmetric-random"][0]["matcher"]
+    assert {"zero_wrong_identity_frames", "scaling_10000_bundle",
+            "scaling_10000_modelnet-symmetric-random"} <= set(rep["targets"])
+
+    assert (out / "bench.txt").read_text().strip() == table.strip()
+    for heading in ("stage", "p50 ms", "p95 ms", "end to end:", "frames/s", "peak RSS", "CPU",
+                    "decisions:", "int8 vs float", "1:N scaling", "10,000", "targets:", "files:"):
+        assert heading in table, heading
+
+
+def test_compare_face_recognition_on_a_few_hamilton_frames(tmp_path, capsys, shared):
+    """Both pipelines, same frames (Miranda's close-up), same photos, side by side."""
+    pytest.importorskip("face_recognition")
+    shared("data", "video", "short_hamilton_clip.mp4")
+    out = tmp_path / "bench"
+    rc = main(["bench", "--start-frame", "95", "--max-frames", "6", "--compare", "face_recognition",
+               "--scaling", "none", "--no-precision", "--no-plot", "--out", str(out), "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    rep = json.loads((out / "bench.json").read_text())
+    assert rep["source"] == "short_hamilton_clip.mp4" and rep["gallery"]["people"] == 2
+    d, p, c = rep["doorlock"], rep["peer"], rep["comparison"]
+    assert d["frames"] == p["frames"] == 6
+    assert set(d["per_frame"]) <= {str(f) for f in range(95, 101)}
+    assert set(p["per_frame"]) <= {str(f) for f in range(95, 101)}
+    assert p["label"].startswith("face_recognition")
+    assert p["identities"]["correct"] >= 4 and p["identities"]["wrong"] == 0
+    assert d["identities"]["wrong"] == 0
+    for k in ("fps", "correct_frames", "wrong_frames", "cpu_cores_busy", "peak_rss_mb"):
+        assert c[k]["doorlock"] is not None and c[k]["peer"] is not None, k
+    assert c["fps"]["ratio"] == pytest.approx(d["fps"] / p["fps"])
+    assert "fps_vs_peer" in rep["targets"] and "correct_frames_vs_peer" in rep["targets"]
+    assert "side by side with face_recognition" in table and "doorlock/peer" in table
+
+
+def test_compare_without_face_recognition_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition" else real(name, *a))
+    rc = main(["bench", "--compare", "face_recognition"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("error: ") and "pip install" in err[0] and "face_recognition" in err[0]
+
+
+def test_identity_counts_against_the_truth():
+    truth = Truth(HAMILTON_TRUTH, "test")
+    per_frame = {5: ["Lin-Manuel Miranda"], 30: ["Alex Lacamoire"], 31: [None],
+                 90: ["Lin-Manuel Miranda", None], 91: ["Lin-Manuel Miranda", "Alex Lacamoire"],
+                 230: ["Alex Lacamoire"], 300: ["Alex Lacamoire"]}
+    c = identity_counts(per_frame, truth)
+    assert c == {"frames_with_identity": 6, "correct": 3, "wrong": 2, "unlabelled": 1,
+                 "wrong_frames": [91, 230]}
+    assert identity_counts(per_frame, None)["correct"] is None
+
+
+def test_truth_file(tmp_path):
+    f = tmp_path / "truth.json"
+    f.write_text(json.dumps({"Ada": [[3, 5]], "Bob": [[5, 6]]}))
+    t = Truth.from_json(f)
+    assert t.present(1) == set() and t.present(4) == {"Ada"} and t.present(5) == {"Ada", "Bob"}
+    assert t.present(7) is None
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(Exception, match="not a truth file"):
+        Truth.from_json(tmp_path / "bad.json")
+
+
+def test_scaled_gallery_keeps_the_real_people_and_never_matches_them():
+    rng = np.random.default_rng(7)
+    real = Gallery("fp", 128)
+    for name in ("a", "b"):
+        v = rng.normal(0, 0.09, 128).astype(np.float32)
+        real.add(name, v)
+    one = scaled_gallery(real, 1)
+    assert len(one.vectors) == 1 and list(one.labels) == ["a"]
+    big = scaled_gallery(real, 1000)
+    assert big.vectors.shape == (1000, 128) and list(big.labels[:2]) == ["a", "b"]
+    assert len(big) == 1000 and big.flips.shape == big.vectors.shape
+    d = np.linalg.norm(big.vectors[2:, None] - real.vectors[None], axis=-1)
+    assert d.min() > 0.6  # far beyond the L2 threshold: decisions unchanged
+    m = random_modelnet_matcher(128, flips=True)
+    assert [w.shape[1] for w, _ in m.model.layers] == list(MODELNET_SIZES)
+    m.prepare(big)
+    assert m.scores(real.vectors[0]).shape == (1000,) and not m.match(real.vectors[0]).accepted
