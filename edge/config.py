@@ -28,7 +28,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def _key(default, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, optional=False):
     """A config key: its default and the rule its value must follow.
 
-    kind: "int", "float", "bool", "str", "choice" (one of `choices`), or "edgetpu".
+    kind: "int", "float", "bool", "str", "choice" (one of `choices`), "edgetpu", or
+    "strlist" (a list of strings, kept as a tuple).
     """
     return field(default=default, metadata=dict(kind=kind, lo=lo, hi=hi, lo_open=lo_open,
                                                  choices=choices, optional=optional))
@@ -80,6 +81,57 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class DoorConfig:
+    """Door I/O beside the relay (edge/door.py). Pins unset: not wired."""
+
+    exit_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
+    exit_contact: str = _key("NO", "choice", choices=("NO", "NC"))
+    exit_pull: str = _key("up", "choice", choices=("up", "down", "off"))
+    exit_active_level: str = _key("auto", "choice", choices=("auto", "high", "low"))
+    exit_stuck_s: float = _key(30.0, "float", lo=1, hi=3600)
+    contact_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
+    contact_type: str = _key("NC", "choice", choices=("NO", "NC"))
+    contact_pull: str = _key("up", "choice", choices=("up", "down", "off"))
+    contact_active_level: str = _key("auto", "choice", choices=("auto", "high", "low"))
+    debounce_ms: int = _key(50, "int", lo=0, hi=1000)
+    held_open_s: float = _key(30.0, "float", lo=0, hi=3600, lo_open=True)
+    open_grace_s: float = _key(2.0, "float", lo=0, hi=60)
+    relock_on_close: bool = _key(True, "bool")
+    alarm_s: float = _key(10.0, "float", lo=0, hi=600)
+    buzzer_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
+    buzzer_active_high: bool = _key(True, "bool")
+    led_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
+    led_active_high: bool = _key(True, "bool")
+    lockout_attempts: int = _key(5, "int", lo=0, hi=100)
+    lockout_window_s: float = _key(60.0, "float", lo=0, hi=86400, lo_open=True)
+    lockout_s: float = _key(120.0, "float", lo=0, hi=86400, lo_open=True)
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Access hours (edge/schedule.py); a person's own hours come from the gallery."""
+
+    timezone: str = _key("local", "str")
+    door_hours: tuple = _key((), "strlist")
+    holidays: tuple = _key((), "strlist")
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """The kiosk screen (edge/screen.py)."""
+
+    mode: str = _key("none", "choice", choices=("none", "pygame", "file"))
+    path: str = _key("/var/lib/doorlock/screen.avi", "str")
+    width: int = _key(800, "int", lo=160, hi=4096)
+    height: int = _key(480, "int", lo=120, hi=4096)
+    fps: float = _key(15.0, "float", lo=0, hi=60, lo_open=True)
+    fullscreen: bool = _key(True, "bool")
+    driver: str = _key("auto", "str")
+    mirror: bool = _key(True, "bool")
+    hold_s: float = _key(3.0, "float", lo=0, hi=60)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = _key("INFO", "choice", choices=LOG_LEVELS)
 
@@ -87,6 +139,7 @@ class LogConfig:
 SECTIONS: dict[str, type] = {
     "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
     "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
+    "door": DoorConfig, "access": AccessConfig, "screen": ScreenConfig,
 }
 
 
@@ -100,6 +153,9 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    door: DoorConfig = field(default_factory=DoorConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     path: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -233,6 +289,10 @@ def _check(name: str, value: Any, m: Mapping[str, Any], where: str) -> Any:
         if value == "auto" or isinstance(value, bool):
             return value
         raise DoorlockError(bad + f"\"auto\", true or false, got {value!r}")
+    if kind == "strlist":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise DoorlockError(bad + f"a list of strings, got {value!r}")
+        return tuple(value)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise DoorlockError(bad + f"an integer {_allowed(m)}, got {value!r}")
@@ -266,3 +326,35 @@ def _check_together(cfg: Config, where: str) -> None:
         raise DoorlockError(f"{where}: audit.path is empty (allowed: a file path)")
     if cfg.audit.keep_debug_images and not cfg.audit.debug_dir.strip():
         raise DoorlockError(f"{where}: audit.keep_debug_images = true needs audit.debug_dir")
+    _check_door(cfg, where)
+
+
+def _check_door(cfg: Config, where: str) -> None:
+    """[door], [access], [screen]: pins used once, input levels, hours, holidays, zone."""
+    from .door import input_level
+    from .schedule import Holidays, HoursError, parse_hours, zone
+
+    d = cfg.door
+    pins = {"relay.pin": cfg.relay.pin}
+    for key in ("exit_pin", "contact_pin", "buzzer_pin", "led_pin"):
+        pin = getattr(d, key)
+        if pin is None:
+            continue
+        other = next((k for k, p in pins.items() if p == pin), None)
+        if other:
+            raise DoorlockError(f"{where}: door.{key} = {pin} is already used by {other}")
+        pins[f"door.{key}"] = pin
+    for name, contact in (("exit", d.exit_contact), ("contact", d.contact_type)):
+        try:
+            input_level(contact, getattr(d, f"{name}_pull"), getattr(d, f"{name}_active_level"))
+        except DoorlockError as exc:
+            raise DoorlockError(f"{where}: door.{name}_active_level: {exc}") from None
+    a = cfg.access
+    try:
+        zone(a.timezone)
+        parse_hours(list(a.door_hours))
+        Holidays(a.holidays)
+    except HoursError as exc:
+        raise DoorlockError(f"{where}: access: {exc}") from None
+    if cfg.screen.mode == "file" and not cfg.screen.path.strip():
+        raise DoorlockError(f"{where}: screen.mode = \"file\" needs screen.path")
