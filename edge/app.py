@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from .audit import AuditLog
@@ -14,11 +15,14 @@ from .bundle import Bundle, load_bundle
 from .camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
 from .config import Config
 from .detect import FaceDetector
+from .door import Door
 from .embed import FeatureNet
 from .gallery import Gallery, featurenet_fingerprint, load_gallery
 from .kiosk import Kiosk
 from .lock import DoorRelay, open_relay
 from .match import matcher_from_bundle
+from .schedule import AccessHoursGate
+from .screen import Screen, open_screen
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +77,58 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
 
 def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                 audit: AuditLog | None = None, on_decision=None) -> Kiosk:
+    """The kiosk, with the door I/O around the relay ([door]: the kiosk drives a Door,
+    which wraps the relay), the lockout and access-hours gates and the screen ([screen])
+    as frame listeners; `close_kiosk` releases them."""
     r = cfg.recognition
     matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
     matcher.prepare(parts.gallery)
-    return Kiosk(camera, parts.detector, parts.featurenet, matcher, relay, audit,
-                 consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision)
+    door = make_door(cfg, relay, audit)
+    hours = make_hours_gate(cfg, parts, audit)
+    screen = make_screen(cfg, door)
+    kiosk = Kiosk(camera, parts.detector, parts.featurenet, matcher, door, audit,
+                  consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
+                  gates=[door.gate, hours], frame_listeners=[door] + ([screen] if screen else []))
+    kiosk.door, kiosk.screen = door, screen
+    return kiosk
+
+
+def make_door(cfg: Config, relay: DoorRelay, audit: AuditLog | None = None) -> Door:
+    """The relay with the [door] inputs and outputs (on the relay's pin factory, so a
+    simulated relay has simulated door I/O); polled in the background when inputs are wired."""
+    door = Door(relay, cfg.door, audit, attempt_frames=cfg.recognition.consecutive_frames)
+    if door.exit_button is not None or door.contact is not None:
+        door.start()
+    return door
+
+
+def make_hours_gate(cfg: Config, parts: Parts, audit: AuditLog | None = None) -> AccessHoursGate:
+    """Access hours: each person's from the gallery ("hours"), the door's and the holidays
+    from [access]; a clock before the build date (or the bundle's, if later) is wrong."""
+    a = cfg.access
+    created = str(parts.bundle.metadata.get("created_at") or "")[:10]
+    try:
+        not_before = date.fromisoformat(created)
+    except ValueError:
+        not_before = None
+    return AccessHoursGate(lambda: parts.gallery.people, a.door_hours, a.holidays, a.timezone,
+                           not_before=not_before, audit=audit)
+
+
+def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:
+    return open_screen(cfg.screen, cfg.recognition.consecutive_frames,
+                       door.status if door is not None else None)
+
+
+def close_kiosk(kiosk: Kiosk) -> None:
+    """Finish the screen (the file output is complete after this) and release the door I/O."""
+    screen, door = getattr(kiosk, "screen", None), getattr(kiosk, "door", None)
+    try:
+        if screen is not None:
+            screen.close()
+    finally:
+        if door is not None:
+            door.close()
 
 
 def make_relay(cfg: Config) -> DoorRelay:
