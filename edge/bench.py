@@ -135,6 +135,15 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
+def current_rss_mb() -> float | None:
+    """Resident memory now (Linux), to tell what a run added to the process's peak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass
 class RunResult:
     """One pass over the clip by one pipeline."""
@@ -152,7 +161,8 @@ class RunResult:
     opened_at: list = field(default_factory=list)      # frames where the door opened
     faults: int = 0
     backends: dict = field(default_factory=dict)
-    rss_mb: float = 0.0
+    rss_mb: float = 0.0                                # the process's peak after the run
+    rss_added_mb: float | None = None                  # that peak minus the RSS before loading
     notes: list = field(default_factory=list)
 
     @property
@@ -166,7 +176,7 @@ class RunResult:
                 "cpu_cores_busy": self.cpu_s / self.wall_s if self.wall_s else None,
                 "cpu_percent_of_machine": (100 * self.cpu_s / self.wall_s / (os.cpu_count() or 1)
                                            if self.wall_s else None),
-                "peak_rss_mb": self.rss_mb, "stages": stages,
+                "peak_rss_mb": self.rss_mb, "rss_added_mb": self.rss_added_mb, "stages": stages,
                 "frame": stage_summary(self.frame_ms), "frame_with_face": stage_summary(self.face_frame_ms),
                 "frames_with_face": self.faces_frames, "decisions": dict(self.events),
                 "door_opened_at": self.opened_at, "faults": self.faults,
@@ -544,6 +554,14 @@ def machine_info() -> dict:
     return info
 
 
+def _loadavg() -> list | None:
+    """1, 5, 15 minute load averages: other work on the machine slows every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def cpu_temperature() -> float | None:
     try:
         return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000.0
@@ -564,6 +582,7 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
                                    "people": [n for n, _ in plan.enrolment.people]}
                                   if plan.enrolment else {"source": "gallery file", "path": cfg.recognition.gallery}),
                     "machine": machine_info(), "cpu_temp_c_start": cpu_temperature(),
+                    "load_avg_start": _loadavg(),
                     "config": {"bundle": cfg.recognition.bundle, "use_int8": cfg.recognition.use_int8,
                                "use_edgetpu": cfg.recognition.use_edgetpu, "flips": cfg.recognition.flips,
                                "num_threads": cfg.recognition.num_threads,
@@ -573,12 +592,14 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
 
     # 1. the pipeline as configured
     _say(f"loading models and enrolling ({report['enrolment']['source']})", quiet)
+    rss0 = current_rss_mb()
     parts = _load(plan, cfg)
     people = len(parts.gallery)
     report["gallery"] = {"people": people, "vectors": int(len(parts.gallery.vectors))}
     _say(f"doorlock on {plan.source_label} ({parts.featurenet.precision})", quiet)
     main = run_doorlock(cfg, parts, plan.source, f"doorlock {parts.featurenet.precision}",
                         audit_path=plan.out / "audit.jsonl" if plan.audit else None, **kw)
+    main.rss_added_mb = main.rss_mb - rss0 if rss0 is not None else None
     report["doorlock"] = main.summary(plan.truth)
     report["doorlock"]["per_frame"] = {str(k): v for k, v in sorted(main.per_frame.items())}
 
@@ -605,12 +626,15 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
         from .peer import run_peer
 
         _say(f"{plan.compare} on the same clip (its own example flow; slow)", quiet)
+        rss0 = current_rss_mb()
         peer = run_peer(plan.compare, plan.source, plan.enrolment, **kw)
+        peer.rss_added_mb = peer.rss_mb - rss0 if rss0 is not None else None
         report["peer"] = peer.summary(plan.truth)
         report["peer"]["per_frame"] = {str(k): v for k, v in sorted(peer.per_frame.items())}
         report["comparison"] = comparison(report["doorlock"], report["peer"])
 
     report["cpu_temp_c_end"] = cpu_temperature()
+    report["load_avg_end"] = _loadavg()
     report["targets"] = targets(report)
     files = {"json": str(plan.out / "bench.json"), "table": str(plan.out / "bench.txt")}
     if plan.plot:
@@ -725,6 +749,12 @@ def scaling_report(plan: Plan, cfg, parts, main: RunResult, quiet: bool, **kw) -
         for row in rows[kind]:
             row["relative_frame_time"] = _ratio(row["frame_with_face_p50_ms"], base["frame_with_face_p50_ms"])
             row["relative_frame_mean"] = _ratio(row["frame_with_face_mean_ms"], base["frame_with_face_mean_ms"])
+            # the matcher's own share: the smallest gallery's frame plus this match's extra cost
+            # (steady when other work on the machine makes whole-frame times jitter)
+            if None not in (row["match_p50_ms"], base["match_p50_ms"], base["frame_with_face_p50_ms"]):
+                row["relative_matcher_only"] = 1.0 + (row["match_p50_ms"] - base["match_p50_ms"]) / base["frame_with_face_p50_ms"]
+            else:
+                row["relative_matcher_only"] = None
     return {"sizes": list(plan.scaling), "base_vectors": plan.scaling[0],
             "measure": "p50 time of frames with a face (where the matcher runs), median over "
                        "interleaved repeats, relative to the smallest gallery",
@@ -743,7 +773,8 @@ def comparison(ours: dict, peer: dict) -> dict:
                       ("correct_frames", ("identities", "correct")),
                       ("wrong_frames", ("identities", "wrong")),
                       ("frames_with_face", ("frames_with_face",)),
-                      ("cpu_cores_busy", ("cpu_cores_busy",)), ("peak_rss_mb", ("peak_rss_mb",))):
+                      ("cpu_cores_busy", ("cpu_cores_busy",)), ("peak_rss_mb", ("peak_rss_mb",)),
+                      ("rss_added_mb", ("rss_added_mb",))):
         a, b = get(ours, *path), get(peer, *path)
         rows[key] = {"doorlock": a, "peer": b, "ratio": _ratio(a, b)}
     return rows
@@ -807,7 +838,9 @@ def format_report(rep: dict) -> str:
          f"({rep['enrolment']['source']})",
          f"machine: {m.get('board') or m.get('cpu') or m['machine']}, {m['cpu_count']} cores, "
          f"Python {m['python']}" + (f", CPU {rep['cpu_temp_c_start']:.0f} -> {rep['cpu_temp_c_end']:.0f} C"
-                                     if rep.get("cpu_temp_c_start") and rep.get("cpu_temp_c_end") else ""),
+                                     if rep.get("cpu_temp_c_start") and rep.get("cpu_temp_c_end") else "")
+         + (f", load average {rep['load_avg_start'][0]:.1f} -> {rep['load_avg_end'][0]:.1f}"
+            if rep.get("load_avg_start") and rep.get("load_avg_end") else ""),
          "backends: " + "; ".join(f"{k} {v}" for k, v in d["backends"].items() if k != "featurenet_file"),
          ""]
     rows = []
@@ -824,7 +857,9 @@ def format_report(rep: dict) -> str:
     L += ["",
           f"end to end: {d['fps']:.1f} frames/s ({d['frames']} frames in {d['wall_s']:.2f} s); "
           f"CPU {d['cpu_cores_busy']:.2f} cores busy ({d['cpu_percent_of_machine']:.0f}% of the machine); "
-          f"peak RSS {d['peak_rss_mb']:.0f} MB",
+          f"peak RSS {d['peak_rss_mb']:.0f} MB"
+          + (f" ({d['rss_added_mb']:.0f} MB added by loading and running the pipeline)"
+             if d.get("rss_added_mb") is not None else ""),
           f"decisions: {d['frames_with_face']} frames with a face judged: {ev}; faults {d['faults']}; "
           f"door opened {len(d['door_opened_at'])} time(s)"
           + (f" at frames {d['door_opened_at'][:12]}" if d["door_opened_at"] else ""),
@@ -858,15 +893,18 @@ def format_report(rep: dict) -> str:
         kinds = list(sc["matchers"])
         header = ["vectors"]
         for k in kinds:
-            header += [f"{k} frame ms", "rel", "match p50 ms"]
+            header += [f"{k}: frame ms", "rel", "match p50 ms", "rel (matcher)"]
         rows = []
         for i, n in enumerate(sc["sizes"]):
             row = [f"{n:,}"]
             for k in kinds:
                 r = sc["matchers"][k][i]
-                row += [_f(r["frame_with_face_p50_ms"]), _f(r["relative_frame_time"]) + "x", _f(r["match_p50_ms"], ".3f")]
+                row += [_f(r["frame_with_face_p50_ms"]), _f(r["relative_frame_time"]) + "x",
+                        _f(r["match_p50_ms"], ".3f"), _f(r.get("relative_matcher_only")) + "x"]
             rows.append(row)
         L += _table(header, rows)
+        L.append("  rel: measured frame time ratio; rel (matcher): the smallest gallery's frame time "
+                 "plus the extra match time only")
         for k in kinds:
             L.append(f"  {k}: {sc['matchers'][k][-1]['matcher']}")
         same = [r.get("same_decisions_as_real_gallery") for r in sc["matchers"].get("bundle", [])
@@ -881,12 +919,13 @@ def format_report(rep: dict) -> str:
         names = {"fps": "frames/s", "frame_p50_ms": "frame p50 ms", "frame_p95_ms": "frame p95 ms",
                  "correct_frames": "correct-identity frames", "wrong_frames": "wrong-identity frames",
                  "frames_with_face": "frames with a face found", "cpu_cores_busy": "CPU cores busy",
-                 "peak_rss_mb": "peak RSS MB (process)"}
+                 "peak_rss_mb": "peak RSS MB (process)", "rss_added_mb": "RSS added by the run MB"}
         rows = [[names[k], _f(r["doorlock"]), _f(r["peer"]),
                  _f(r["ratio"]) + ("x" if r["ratio"] is not None else "")] for k, r in comp.items()]
         L += _table(["", "doorlock", p["label"], "doorlock/peer"], rows)
         L.append(f"  {p['label']} backends: " + "; ".join(f"{k} {v}" for k, v in p["backends"].items()))
-        L.append("  peak RSS is the process's: the peer ran after doorlock, in the same process")
+        L.append("  peak RSS is the process's (the peer ran after doorlock, in the same process); "
+                 "RSS added = that peak minus the RSS just before the run's models loaded")
         pst = p["stages"]
         L.append(f"  {p['label']} per stage p50 ms: "
                  + ", ".join(f"{s} {_f(v['p50_ms'])}" for s, v in pst.items()))
@@ -900,10 +939,43 @@ def format_report(rep: dict) -> str:
             v = t["value"]
             vs = f"{v[0]} vs {v[1]}" if isinstance(v, list) else _f(v)
             L.append(f"  {'PASS' if t['pass'] else 'MISS'}  {k}: {vs}" + (f" (target {t['target']})" if "target" in t else ""))
+    hints = advice(rep)
+    if hints:
+        L += ["", "advice:"] + [f"  - {h}" for h in hints]
     L += ["", "files: " + ", ".join(f"{k} {v}" for k, v in rep["files"].items())]
     for n in rep.get("notes", []):
         L.append(f"note: {n}")
     return "\n".join(L)
+
+
+def advice(rep: dict) -> list:
+    """What to look at when a figure is off (the README's table in short)."""
+    out = []
+    d, m, tg = rep["doorlock"], rep["machine"], rep.get("targets", {})
+    load = rep.get("load_avg_start")
+    if load and load[0] > 0.5 * (m.get("cpu_count") or 1):
+        out.append(f"the machine was busy (load average {load[0]:.1f} on {m.get('cpu_count')} cores): "
+                   "stop other work (and the doorlock service) and run again for clean figures")
+    t = rep.get("cpu_temp_c_end")
+    if t is not None and t >= 80:
+        out.append(f"CPU at {t:.0f} C: the Pi throttles from 80 C (check `vcgencmd get_throttled`); "
+                   "add a heatsink or fan and use the official power supply")
+    if "float" in d["backends"]["featurenet"]:
+        out.append("FeatureNet runs in float: set recognition.use_int8 = true (the bundle's int8 model)")
+    if d["identities"]["wrong"]:
+        out.append(f"{d['identities']['wrong']} wrong-identity frame(s): never acceptable at a door; "
+                   "re-enrol with clearer photos, raise recognition.consecutive_frames, "
+                   "or lower recognition.threshold_override")
+    miss = [k for k, v in tg.items() if k.startswith("scaling_10000_") and not v.get("pass", True)]
+    if miss and "OPENBLAS_NUM_THREADS" not in m.get("thread_env", {}) and "OMP_NUM_THREADS" not in m.get("thread_env", {}):
+        out.append("1:N scaling missed with numpy's BLAS on several threads: run with "
+                   "OPENBLAS_NUM_THREADS=1 (one thread is faster for one probe against the gallery, "
+                   "and leaves the cores to LiteRT)")
+    if "correct_frames_vs_peer" in tg and not tg["correct_frames_vs_peer"]["pass"]:
+        out.append("fewer correct frames than the peer: see the per-frame lists in bench.json "
+                   "(doorlock.per_frame, peer.per_frame); faces below detector.min_face_px are "
+                   "not judged, and borderline distances point at enrolment photos or alignment")
+    return out
 
 
 def plot(rep: dict, path: Path) -> str | None:

@@ -23,13 +23,14 @@ INSTALL_HINT = ("--compare face_recognition needs the face_recognition package: 
 
 
 def check_peer(name: str) -> None:
-    """One line saying what to install when the peer cannot run."""
+    """One line saying what to install when the peer cannot run. Nothing is imported here:
+    face_recognition loads its dlib models on import (~100 MB), which must not count in
+    doorlock's own peak memory, measured first."""
     if name != "face_recognition":
         raise DoorlockError(f"unknown peer {name!r} (known: face_recognition)")
-    for mod in ("face_recognition", "face_recognition_models", "dlib", "PIL"):
+    for mod in ("face_recognition", "face_recognition_models", "dlib", "PIL", "click"):
         if importlib.util.find_spec(mod) is None:
             raise DoorlockError(f"{INSTALL_HINT} ({mod} is missing)")
-    _import()
 
 
 def _import():
