@@ -66,6 +66,179 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _command() -> str:
+    return "python -m converter " + shlex.join(sys.argv[1:])
+
+
+def _features(args):
+    from .features import dataset_features
+
+    return dataset_features(Path(args.faces), cache=args.cache, per_identity=args.per_identity,
+                            progress=not args.quiet, log=_log)
+
+
+def _model_config(args, encoding=None):
+    from .modelnet import ModelNetConfig
+
+    try:
+        return ModelNetConfig(m=args.m, encoding=encoding or args.encoding, hidden=tuple(args.layers),
+                              keep_prob=args.keep_prob, match_mean=args.targets[0],
+                              nonmatch_mean=args.targets[1], target_std=args.target_std,
+                              first_layer=args.first_layer)
+    except ValueError as exc:
+        raise DoorlockError(str(exc)) from None
+
+
+def _train_config(args, **over):
+    from .train import TrainConfig
+
+    keys = ("P", "K", "epochs", "steps_per_epoch", "lr", "lr_decay", "decay_steps", "weight_decay",
+            "delta_l2", "hard_pairs", "patience", "seed")
+    return TrainConfig(**{k: getattr(args, k) for k in keys}, **over)
+
+
+def cmd_features(args) -> int:
+    fs = _features(args)
+    print(f"{len(fs)} images of {len(fs.names)} people, d={fs.d}; computed in "
+          f"{fs.info.get('seconds', '?')} s ({fs.info.get('per_image_ms', '?')} ms per chip)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .modelnet import weights_npz_dict
+    from .pairs import identity_folds
+    from .train import Trainer
+
+    fs = _features(args)
+    mc, tc = _model_config(args), _train_config(args)
+    if args.val_people:
+        counts = fs.identity_counts()
+        if args.val_people >= len(counts) - 1:
+            raise DoorlockError(f"--val-people {args.val_people} leaves too few of {len(counts)} people to train on")
+        val_names = identity_folds(counts, max(2, round(len(counts) / args.val_people)), args.seed)[0]
+        train_names = [n for n in fs.names if n not in val_names]
+        train, val = fs.subset(train_names), fs.subset(val_names)
+        _log(f"training on {len(train_names)} people, early stopping on {len(val_names)}: {', '.join(val_names)}")
+    else:
+        train, val = fs, None
+        _log(f"training on all {len(fs.names)} people for {tc.epochs} epochs (no validation people)")
+    res = Trainer(mc, tc, checkpoint_dir=args.checkpoints, progress=not args.quiet, log=_log).fit(
+        train, val, resume=args.resume)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "modelnet_weights.npz", **weights_npz_dict(res.weights))
+    (out / "train.json").write_text(json.dumps({
+        "command": _command(), "model_config": mc.to_dict(), "train_config": tc.to_dict(),
+        "summary": res.summary(), "history": res.history,
+        "train_people": train.names, "val_people": val.names if val is not None else []}, indent=1))
+    print(f"wrote {out / 'modelnet_weights.npz'} and {out / 'train.json'} "
+          f"(best epoch {res.best_epoch}" + (f", validation TAR {res.best_val:.4f}" if res.best_val else "") + ")")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import EvalConfig, identity_fold_evaluation, pairlist_evaluation, write_report
+    from .pairs import read_pairs_csv, read_pairs_txt
+
+    if not (args.faces_folds or args.pairs_csv or args.pairs_txt):
+        raise DoorlockError("nothing to evaluate: give --faces-folds, --pairs-csv and/or --pairs-txt")
+    glint = None
+    if args.faces_folds:
+        args.faces = args.faces_folds
+        fs = _features(args)
+        ec = EvalConfig(folds=args.folds, seed=args.seed, encodings=tuple(args.encodings),
+                        shipped=args.encoding, n_match=args.n_match, n_nonmatch=args.n_nonmatch,
+                        baselines=not args.no_baselines, int8=not args.no_int8)
+        if ec.shipped not in ec.encodings:
+            ec.encodings = (*ec.encodings, ec.shipped)
+        glint = identity_fold_evaluation(fs, _model_config(args), _train_config(args), ec,
+                                         progress=not args.quiet, log=_log)
+    pair_results = []
+    lists = [read_pairs_csv(p) for p in args.pairs_csv or []]
+    if args.pairs_txt:
+        lists.append(read_pairs_txt(args.pairs_txt, args.images))
+    for pl in lists:
+        pair_results.append(pairlist_evaluation(pl, Path(args.bundle) if args.bundle else None,
+                                                detector=args.detector, cache=args.cache,
+                                                progress=not args.quiet, log=_log))
+    report = write_report(Path(args.out), glint, pair_results, command=_command(), shipped=args.encoding)
+    print(f"wrote {report} (and results.json, plots) in {report.parent}")
+    return 0
+
+
+def cmd_add_modelnet(args) -> int:
+    from .ship import add_modelnet
+
+    fs = _features(args)
+    bundle = add_modelnet(args.bundle, fs, _model_config(args), _train_config(args), far=args.far,
+                          folds=args.folds, seed=args.seed, epochs=args.final_epochs, out=args.out,
+                          command=_command(), progress=not args.quiet, log=_log)
+    t = bundle.threshold
+    print(f"wrote bundle {bundle.path}: ModelNet ({bundle.matcher['encoding']}), threshold z < {t['value']} "
+          f"(BioMetricNet-M: {t['value_flips']}) for FAR {t['far']:g}")
+    return 0
+
+
+def cmd_build_default(args) -> int:
+    from .build import build_featurenet_bundle
+    from .ship import add_modelnet
+
+    out = Path(args.out)
+    build_featurenet_bundle(out=out, faces=Path(args.faces), overwrite=args.overwrite,
+                            command=_command(), log=_log)
+    fs = _features(args)
+    bundle = add_modelnet(out, fs, _model_config(args), _train_config(args), far=args.far,
+                          folds=args.folds, seed=args.seed, command=_command(),
+                          progress=not args.quiet, log=_log)
+    print(f"wrote bundle {bundle.path} (FeatureNet + ModelNet, threshold z < {bundle.threshold['value']})")
+    return 0
+
+
+def _add_common(p, faces_required: bool = False) -> None:
+    """Options shared by the commands that train or evaluate ModelNet."""
+    from .modelnet import DEFAULT_LAYERS, ENCODINGS
+
+    if faces_required is not None:
+        p.add_argument("--faces", default=str(DEFAULT_FACES),
+                       help="one folder per identity of aligned face crops (default: %(default)s)")
+    p.add_argument("--cache", help="feature cache folder (default: $DOORLOCK_CACHE or ~/.cache/doorlock)")
+    p.add_argument("--per-identity", type=int, help="use only the first N images of each person (quick runs)")
+    g = p.add_argument_group("ModelNet")
+    g.add_argument("--encoding", default="symmetric", choices=ENCODINGS, help="pair encoding (default %(default)s)")
+    g.add_argument("--layers", type=int, nargs="+", default=list(DEFAULT_LAYERS),
+                   help="hidden layer sizes; the 7th layer has m units (default %(default)s)")
+    g.add_argument("--m", type=int, default=1, help="output size m (default 1)")
+    g.add_argument("--targets", type=float, nargs=2, default=[0.0, 40.0], metavar=("MATCH", "NONMATCH"),
+                   help="target centres of matching and non-matching z (default 0 40)")
+    g.add_argument("--target-std", type=float, default=1.0, help="target standard deviation (default 1)")
+    g.add_argument("--keep-prob", type=float, default=0.8, help="dropout keep probability (default 0.8)")
+    g.add_argument("--first-layer", default="anchored", choices=("anchored", "tied", "free"),
+                   help="first-layer parametrisation (see converter/modelnet.py; default %(default)s)")
+    t = p.add_argument_group("training")
+    t.add_argument("--P", type=int, default=16, help="people per batch (the patent: 720; default %(default)s)")
+    t.add_argument("--K", type=int, default=16, help="images per person in a batch (the patent: 5; default %(default)s)")
+    t.add_argument("--epochs", type=int, default=20, help="most epochs (default %(default)s)")
+    t.add_argument("--steps-per-epoch", type=int, default=50)
+    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default %(default)s)")
+    t.add_argument("--lr-decay", type=float, default=0.96, help="learning rate factor per --decay-steps")
+    t.add_argument("--decay-steps", type=int, default=100)
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    t.add_argument("--delta-l2", type=float, default=0.1,
+                   help="penalty on the first layer's per-dimension deviations (tied/anchored)")
+    t.add_argument("--hard-pairs", type=int, default=8192, help="mined hard pairs per batch (0: no mining)")
+    t.add_argument("--patience", type=int, default=6, help="epochs without validation gain before stopping")
+    t.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converter", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +263,72 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="verify a bundle and print its decision settings")
     i.add_argument("bundle")
     i.set_defaults(func=cmd_inspect)
+
+    f = sub.add_parser("features", help="compute and cache FeatureNet features of a face set",
+                       description="FeatureNet (Keras, from the pip-installed dlib weights) features of "
+                                   "every image and its mirror image, cached as .npz.")
+    _add_common(f)
+    f.set_defaults(func=cmd_features)
+
+    t = sub.add_parser("train", help="train ModelNet on cached features",
+                       description="Train ModelNet (KL loss to two target Gaussians) on a "
+                                   "one-folder-per-identity face set; writes modelnet_weights.npz and "
+                                   "train.json. Early stopping on --val-people people never trained on.")
+    _add_common(t)
+    t.add_argument("--out", required=True, help="folder for modelnet_weights.npz and train.json")
+    t.add_argument("--val-people", type=int, default=0,
+                   help="hold out about this many people for early stopping (0: train on all, fixed epochs)")
+    t.add_argument("--checkpoints", help="checkpoint folder (one checkpoint per epoch)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoints")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="compare BioMetricNet with L2, cosine, contrastive and triplet baselines",
+                       description="Identity-disjoint k-fold evaluation on a face tree and/or pair lists "
+                                   "(LFW pairs.txt, CSV file_x,file_y,Decision); writes report.md, "
+                                   "results.json and ROC / z-histogram plots.")
+    _add_common(e, faces_required=None)
+    e.add_argument("--faces-folds", metavar="DIR",
+                   help="one folder per identity: draw identity-disjoint folds from it")
+    e.add_argument("--folds", type=int, default=3, help="identity-disjoint folds (default 3)")
+    e.add_argument("--encodings", nargs="+", default=["concat", "symmetric:free", "symmetric"],
+                   help="ModelNet variants to compare, ENCODING[:FIRST_LAYER] (default: concat "
+                        "symmetric:free symmetric; concat alone means concat:free, the others "
+                        "take --first-layer)")
+    e.add_argument("--n-match", type=int, default=5000, help="matching pairs per fold (default 5000)")
+    e.add_argument("--n-nonmatch", type=int, default=100_000, help="non-matching pairs per fold (default 100000)")
+    e.add_argument("--no-baselines", action="store_true", help="skip the contrastive and triplet baselines")
+    e.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite of the shipped encoding")
+    e.add_argument("--pairs-csv", nargs="*", metavar="CSV", help="pair lists file_x,file_y,Decision")
+    e.add_argument("--pairs-txt", metavar="PAIRS", help="LFW pairs.txt")
+    e.add_argument("--images", help="image folder for --pairs-txt (default: lfw/ beside it)")
+    e.add_argument("--bundle", default=str(REPO / "models/default"),
+                   help="bundle whose ModelNet and threshold score the pair lists (default: %(default)s)")
+    e.add_argument("--detector", default="dlib", choices=("dlib", "blazeface"),
+                   help="face detection + alignment for pair-list photos (default %(default)s)")
+    e.add_argument("--out", default="reports/eval", help="report folder (default %(default)s)")
+    e.set_defaults(func=cmd_eval)
+
+    a = sub.add_parser("add-modelnet", help="train ModelNet on all people, calibrate, add it to a bundle",
+                       description="Cross-validate by people (epochs, out-of-fold z), train on everyone, "
+                                   "set the z threshold for a target FAR, export weights + float + int8 "
+                                   "TFLite and rewrite the bundle (FeatureNet files unchanged).")
+    _add_common(a)
+    a.add_argument("--bundle", default=str(REPO / "models/default"), help="bundle to extend (default %(default)s)")
+    a.add_argument("--out", help="write here instead of rewriting --bundle in place")
+    a.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")
+    a.add_argument("--folds", type=int, default=3, help="identity-disjoint calibration folds (default 3)")
+    a.add_argument("--final-epochs", type=int, help="epochs for the final model (default: median best epoch of the folds)")
+    a.set_defaults(func=cmd_add_modelnet)
+
+    d = sub.add_parser("build-default", help="build-featurenet + add-modelnet: the whole default bundle",
+                       description="FeatureNet from the pip-installed dlib weights, then ModelNet trained on "
+                                   "all of --faces, into one verified bundle.")
+    _add_common(d)
+    d.add_argument("--out", default=str(REPO / "models/default"), help="bundle to write (default %(default)s)")
+    d.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")
+    d.add_argument("--folds", type=int, default=3)
+    d.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    d.set_defaults(func=cmd_build_default)
     return p
 
 

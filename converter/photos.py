@@ -1,0 +1,89 @@
+"""Aligned FeatureNet chips from full photographs, for pair lists of unaligned images
+(deepface's `master.csv`, LFW).
+
+Two detectors:
+- `dlib`: dlib's HOG face detector, its 5-point landmark model and
+  `dlib.get_face_chip(size=150, padding=0.25)`: exactly the chips face_recognition feeds
+  dlib's ResNet, so our numbers compare with its published ones. Needs the `dlib-bin`
+  wheel on the desktop (a converter-side dependency only; the device never imports dlib)
+  and the landmark model from `face-recognition-models`.
+- `blazeface`: the device's own pipeline, `edge.detect` (BlazeFace) and `edge.align`
+  onto the bundle's template.
+The largest face of a photo is used; a photo without a face gets no chip and every pair
+that uses it counts as a rejection (a wrong decision for a matching pair).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import DoorlockError
+
+from .faces import read_rgb
+
+DETECTORS = ("dlib", "blazeface")
+
+
+class ChipMaker:
+    def __init__(self, detector: str = "dlib", template: np.ndarray | None = None, size: int = 150):
+        if detector not in DETECTORS:
+            raise DoorlockError(f"unknown detector {detector!r} (use {' or '.join(DETECTORS)})")
+        self.detector_name, self.size = detector, size
+        if detector == "dlib":
+            try:
+                import dlib
+            except ImportError:
+                raise DoorlockError("the dlib detector needs the dlib-bin wheel "
+                                    "(pip install dlib-bin), or use --detector blazeface") from None
+            import face_recognition_models
+
+            self._dlib = dlib
+            self._hog = dlib.get_frontal_face_detector()
+            self._shape = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+        else:
+            from edge.align import DLIB_CHIP_TEMPLATE_150
+            from edge.detect import FaceDetector
+
+            self._det = FaceDetector("full", min_face_px=20)
+            self._det_short = FaceDetector("short", min_face_px=20)
+            self._template = DLIB_CHIP_TEMPLATE_150 if template is None else np.asarray(template)
+
+    def chip(self, img: np.ndarray) -> np.ndarray | None:
+        """The largest face's aligned size x size RGB chip, or None."""
+        if self.detector_name == "dlib":
+            rects = []
+            for upsample in (1, 2):
+                rects = self._hog(img, upsample)
+                if len(rects):
+                    break
+            if not len(rects):
+                return None
+            r = max(rects, key=lambda r: r.width() * r.height())
+            shape = self._shape(img, r)
+            return np.asarray(self._dlib.get_face_chip(img, shape, size=self.size, padding=0.25))
+        from edge.align import align_blazeface
+
+        faces = self._det.detect(img) or self._det_short.detect(img)
+        if not faces:
+            return None
+        face = max(faces, key=lambda f: f.width * f.height)
+        return align_blazeface(img, face, self._template, self.size)
+
+
+def photo_chips(paths: list[Path], detector: str = "dlib", progress: bool = True
+                ) -> tuple[list[np.ndarray | None], list[Path]]:
+    """Chips for every photo (None where no face was found) and the photos without one."""
+    import sys
+
+    from tqdm import tqdm
+
+    maker = ChipMaker(detector)
+    chips, missed = [], []
+    for p in tqdm(paths, desc=f"faces ({detector})", unit="photo", file=sys.stderr, disable=not progress):
+        c = maker.chip(read_rgb(p))
+        chips.append(c)
+        if c is None:
+            missed.append(p)
+    return chips, missed
