@@ -4,6 +4,7 @@
   edge run --config FILE         the kiosk as configured (the systemd service uses this)
   edge enrol --name N --photo P  add a person to the gallery from photos
   edge bench                     field benchmark (latency, fps, 1:N scaling, vs face_recognition)
+  edge liveness-eval             APCER / BPCER of the liveness check (generated photo attacks, real video)
 
 Every fault a user can cause ends in one line on stderr and a non-zero exit status,
 never a traceback; the relay is locked on every way out.
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
+    from .liveness_eval import add_parser as add_liveness_eval_parser
+
+    add_liveness_eval_parser(sub)
     return p
 
 
