@@ -6,10 +6,23 @@ of another model are meaningless, so such a gallery is refused rather than match
 A checksum over the vectors catches corruption. Saving writes a temporary file in the
 same directory, fsyncs it and renames it over the old one, so a power cut leaves either
 the old gallery or the new one, never a mix.
+
+The store on disk (mode 0600, directory 0700):
+  gallery.npz        the current generation
+  gallery.npz.prev   the generation it replaced (kept only if it was intact), for recovery
+                     by hand: a damaged gallery is never replaced by an older one silently,
+                     because the older one may still hold people who were revoked since
+  .gallery.npz.lock  taken (flock) by enrolment around load -> change -> save
+A save is: temporary file (0600) -> fsync -> hard link of the current file to a temporary
+name -> rename over .prev -> fsync the directory -> rename the temporary file over the
+current one -> fsync the directory. A power cut between any two steps leaves a current
+file that is the old gallery or the new one (tests kill the writer at each step).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -23,6 +36,7 @@ import numpy as np
 
 from .bundle import utc_now
 from .errors import DoorlockError
+from .fsutil import fsync_dir
 
 SCHEMA = "doorlock-gallery"
 VERSION = 1
@@ -44,6 +58,99 @@ def _digest(vectors: np.ndarray, labels: np.ndarray) -> str:
     h = hashlib.sha256(np.ascontiguousarray(vectors, np.float32).tobytes())
     h.update("\n".join(labels.tolist()).encode("utf-8"))
     return h.hexdigest()
+
+
+def _people_digest(people: dict) -> str:
+    return hashlib.sha256(json.dumps(people, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# Called between the steps of a save with the step's name; tests set it to kill the
+# writer there (power loss at that point). None in normal use.
+CHECKPOINT = None
+
+
+def _checkpoint(step: str) -> None:
+    if CHECKPOINT is not None:
+        CHECKPOINT(step)
+
+
+def previous_generation(path: str | os.PathLike) -> Path:
+    """Where the generation replaced by the last save is kept."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def _keep_previous(path: Path, tmp_prefix: str) -> None:
+    """Make `path`'s current content the previous generation, atomically: hard link (or a
+    synced copy where links are impossible) to a temporary name, rename over .prev."""
+    prev = previous_generation(path)
+    link = f"{tmp_prefix}prev.tmp"
+    try:
+        os.link(path, link)
+    except OSError:
+        with open(path, "rb") as src, open(link, "wb") as dst:
+            os.fchmod(dst.fileno(), 0o600)
+            dst.write(src.read())
+            dst.flush()
+            os.fsync(dst.fileno())
+    try:
+        _checkpoint("prev-linked")
+        os.replace(link, prev)
+    finally:  # rename() between two links of one file does nothing: drop the spare name
+        Path(link).unlink(missing_ok=True)
+    _checkpoint("prev-renamed")
+
+
+def _write_generation(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            half = len(data) // 2
+            f.write(data[:half])
+            f.flush()
+            _checkpoint("temp-partial")
+            f.write(data[half:])
+            f.flush()
+            _checkpoint("temp-written")
+            os.fsync(f.fileno())
+        _checkpoint("temp-synced")
+        if _intact(path):  # a damaged current file is not worth keeping over a good .prev
+            _keep_previous(path, tmp[:-len(".tmp")] + ".")
+            fsync_dir(path.parent)
+            _checkpoint("prev-synced")
+        os.replace(tmp, path)
+        _checkpoint("renamed")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    _checkpoint("done")
+
+
+def _intact(path: Path) -> bool:
+    try:
+        _load(path)
+        return True
+    except GalleryError:
+        return False
+
+
+@contextlib.contextmanager
+def gallery_lock(path: str | os.PathLike):
+    """Exclusive lock for a load -> change -> save of the gallery at `path` (enrolment from
+    the command line and from a stick may run at once); removes temporary files that a
+    writer killed mid-save left behind."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield path
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -96,36 +203,45 @@ class Gallery:
         return True
 
     def save(self, path: str | os.PathLike) -> None:
+        """Replace the gallery at `path` atomically (mode 0600), keeping the generation it
+        replaces as `<name>.prev`; a power cut at any point leaves the old or the new one."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         header = {"schema": SCHEMA, "version": VERSION, "featurenet_sha256": self.fingerprint,
                   "d": self.dim, "saved_at": utc_now(), "people": self.people,
-                  "digest": _digest(np.concatenate([self.vectors, self.flips]), self.labels)}
+                  "digest": _digest(np.concatenate([self.vectors, self.flips]), self.labels),
+                  "people_digest": _people_digest(self.people)}
         buf = io.BytesIO()
         np.savez(buf, vectors=self.vectors.astype(np.float32), flips=self.flips.astype(np.float32),
                  labels=self.labels.astype(str),
                  header=np.array(json.dumps(header)))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        try:
-            dfd = os.open(path.parent, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
-        except OSError:
-            pass
+        _write_generation(path, buf.getvalue())
 
 
 def load_gallery(path: str | os.PathLike, fingerprint: str | None = None) -> Gallery:
-    """Load and check a gallery; with `fingerprint`, refuse vectors of another FeatureNet."""
+    """Load and check a gallery; with `fingerprint`, refuse vectors of another FeatureNet.
+    A damaged gallery is refused (never replaced by the previous generation silently);
+    the error says whether the previous generation is intact, for recovery by hand."""
     path = Path(path)
+    try:
+        gallery = _load(path)
+    except GalleryError as exc:
+        if not path.is_file():
+            raise
+        prev = previous_generation(path)
+        try:
+            older = _load(prev)
+        except GalleryError:
+            raise exc from None
+        raise GalleryError(f"{exc}; the previous generation {prev.name} is intact "
+                           f"({len(older)} people): to go back to it, copy it over {path.name}"
+                           ) from None
+    if fingerprint is not None and gallery.fingerprint != fingerprint:
+        raise GalleryError(f"{path}: enrolled with another FeatureNet than this bundle's; re-enrol")
+    return gallery
+
+
+def _load(path: Path) -> Gallery:
     if not path.is_file():
         raise GalleryError(f"{path}: gallery not found (enrol someone first)")
     try:
@@ -143,7 +259,7 @@ def load_gallery(path: str | os.PathLike, fingerprint: str | None = None) -> Gal
         raise GalleryError(f"{path}: corrupt gallery (shape {vectors.shape})")
     if _digest(np.concatenate([vectors, flips]), labels) != header.get("digest"):
         raise GalleryError(f"{path}: corrupt gallery (checksum differs)")
-    if fingerprint is not None and header.get("featurenet_sha256") != fingerprint:
-        raise GalleryError(f"{path}: enrolled with another FeatureNet than this bundle's; re-enrol")
+    if "people_digest" in header and _people_digest(header.get("people")) != header["people_digest"]:
+        raise GalleryError(f"{path}: corrupt gallery (checksum of the people differs)")
     return Gallery(fingerprint=header["featurenet_sha256"], dim=int(header["d"]),
                    vectors=vectors, labels=labels, flips=flips, people=header.get("people", {}))
