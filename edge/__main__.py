@@ -3,6 +3,9 @@
   edge run                       the built-in demo: sample video, simulated lock
   edge run --config FILE         the kiosk as configured (the systemd service uses this)
   edge enrol --name N --photo P  add a person to the gallery from photos
+  edge enrol --from PATH         enrol from a signed USB stick mounted at PATH (README)
+  edge keygen --out FILE         make the device enrolment key (door and admin computer)
+  edge sign --key FILE PATH      sign the stick's manifest (administrator's computer)
   edge bench                     field benchmark (latency, fps, 1:N scaling, vs face_recognition)
   edge liveness-eval             APCER / BPCER of the liveness check (generated photo attacks, real video)
 
@@ -96,9 +99,11 @@ def cmd_run(args) -> int:
                 _print_decision(d)
 
         kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision)
+        notifier = _serve_systemd(cfg, parts, kiosk)
         try:
             stats = kiosk.run(max_frames=args.max_frames)
         finally:
+            notifier.stopping("stopping: relay locked")
             camera.close()
             try:
                 close_kiosk(kiosk)
@@ -111,11 +116,45 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _serve_systemd(cfg, parts, kiosk):
+    """systemd integration (edge/watchdog.py): WATCHDOG=1 after each healthy frame (a frame
+    listener), the gallery reloaded on SIGHUP between frames, READY=1 now."""
+    from .app import gallery_file
+    from .gallery import featurenet_fingerprint, load_gallery
+    from .match import matcher_from_bundle
+    from .watchdog import GalleryReloader, Notifier, Watchdog
+
+    notifier = Notifier()
+    s = kiosk.stats
+    watchdog = Watchdog(notifier, describe=lambda: (
+        f"{s.frames} frames, {s.faces} with a face, {s.granted} granted, {s.faults} faults; "
+        f"{len(parts.gallery)} people enrolled"))
+    r = cfg.recognition
+
+    def load():
+        return load_gallery(gallery_file(r.gallery), featurenet_fingerprint(parts.bundle))
+
+    def apply(gallery):  # a new matcher, swapped in whole: never half a gallery
+        matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
+        matcher.prepare(gallery)
+        kiosk.matcher, parts.gallery = matcher, gallery
+
+    reloader = GalleryReloader(load, apply, notifier)
+    reloader.install()
+    kiosk.frame_listeners += [reloader, watchdog]
+    watchdog.ready(f"running: {len(parts.gallery)} people enrolled")
+    return notifier
+
+
 def cmd_enrol(args) -> int:
+    if args.stick:
+        return cmd_enrol_stick(args)
+    if not args.name or not args.photo:
+        raise DoorlockError("enrol needs --name and --photo (or --from PATH for a USB stick)")
     from .app import gallery_file, load_models
     from .config import config_from_dict, load_config
     from .enrol import EnrolError, enrol_face, read_photo
-    from .gallery import Gallery, GalleryError, featurenet_fingerprint, load_gallery
+    from .gallery import Gallery, GalleryError, featurenet_fingerprint, gallery_lock, load_gallery
 
     cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
     if args.bundle:
@@ -123,12 +162,6 @@ def cmd_enrol(args) -> int:
     gpath = gallery_file(args.gallery or cfg.recognition.gallery)
     parts = load_models(cfg, empty_gallery=True)
     fp = featurenet_fingerprint(parts.bundle)
-    try:
-        gallery = load_gallery(gpath, fp)
-    except GalleryError:
-        if gpath.exists():
-            raise
-        gallery = Gallery(fp, parts.featurenet.dim)
     vecs, flips = [], []
     for photo in args.photo:
         try:
@@ -143,9 +176,85 @@ def cmd_enrol(args) -> int:
         raise DoorlockError(f"no usable photo of {args.name}; gallery unchanged")
     import numpy as np
 
-    gallery.add(args.name, np.stack(vecs), flips=np.stack(flips), source="photos")
-    gallery.save(gpath)
+    with gallery_lock(gpath):  # load -> add -> save as one step against a USB enrolment
+        try:
+            gallery = load_gallery(gpath, fp)
+        except GalleryError:
+            if gpath.exists():
+                raise
+            gallery = Gallery(fp, parts.featurenet.dim)
+        gallery.add(args.name, np.stack(vecs), flips=np.stack(flips), source="photos")
+        gallery.save(gpath)
     print(f"enrolled {args.name!r} ({len(vecs)} photo(s)) in {gpath}; {len(gallery)} people enrolled")
+    return 0
+
+
+def cmd_enrol_stick(args) -> int:
+    """Enrolment from a USB stick: exit 0 when the gallery changed, 1 when the stick was
+    applied but changed nothing (every photo rejected), 2 when the stick was refused."""
+    from .app import gallery_file, load_models
+    from .config import config_from_dict, load_config
+    from .enrol import enrol_face
+    from .fsutil import atomic_write_bytes
+    from .gallery import featurenet_fingerprint
+    from .keys import load_key
+    from .stick import Stick, enrol_from_stick, put_report
+
+    if args.copy_report:  # the service's second step: the stick is now mounted read-write
+        try:
+            text = Path(args.copy_report).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DoorlockError(f"{args.copy_report}: cannot read the report ({exc.strerror})") from None
+        with Stick(args.stick) as stick:
+            ok = put_report(stick, text)
+        print("report written on the stick" if ok else "report not written: the stick is read-only")
+        return 0 if ok else 1
+    key = load_key(args.key)
+    cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
+    if args.bundle:
+        cfg = cfg.replace(recognition={"bundle": args.bundle})
+    gpath = gallery_file(args.gallery or cfg.recognition.gallery)
+    parts = load_models(cfg, empty_gallery=True)
+
+    def embed(image):
+        return enrol_face(image, parts.detector, parts.featurenet)
+
+    report = enrol_from_stick(args.stick, key, gpath, embed, featurenet_fingerprint(parts.bundle),
+                              parts.featurenet.dim, write_report=args.report is None,
+                              on_photo=lambda r: print(f"{'accepted' if r.accepted else 'rejected'} "
+                                                       f"{r.person}: {r.path} ({r.reason})", flush=True))
+    if args.report:
+        atomic_write_bytes(Path(args.report), report.text().encode("utf-8"), mode=0o644)
+        report.report_note = f"report written to {args.report}"
+    for line in report.lines()[1:]:
+        if not line.startswith(("accepted ", "rejected ")):
+            print(line)
+    print(report.report_note)
+    if report.refused is not None:
+        print(f"error: stick refused: {report.refused}", file=sys.stderr)
+        return 2
+    return 0 if report.changed else 1
+
+
+def cmd_keygen(args) -> int:
+    from .keys import key_id, write_key
+
+    key = write_key(args.out, force=args.force)
+    print(f"wrote a new enrolment key to {args.out} (mode 0600), key id {key_id(key)}")
+    print("install the same file on the door as /etc/doorlock/enrol.key (root:doorlock, mode 0640) "
+          "and keep it secret: whoever has it can enrol people")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from .keys import load_key
+    from .stick import MANIFEST, STICK_DIR, sign_stick
+
+    key = load_key(args.key)
+    manifest = sign_stick(args.stick, key)
+    print(f"signed {Path(args.stick) / STICK_DIR / MANIFEST} with key id {manifest.key_id}: "
+          f"{len(manifest.people)} people, {len(manifest.photo_paths)} photos, "
+          f"{len(manifest.revoke)} to revoke")
     return 0
 
 
@@ -176,12 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enrol", help="enrol a person from photos",
                        description="Add (or replace) a person in the gallery from one or more photos, "
                                    "each holding exactly one clear face.")
-    e.add_argument("--name", required=True)
-    e.add_argument("--photo", required=True, action="append", help="photo file (repeatable)")
+    e.add_argument("--name")
+    e.add_argument("--photo", action="append", help="photo file (repeatable)")
     e.add_argument("--config", help="kiosk configuration TOML (for the bundle and gallery paths)")
     e.add_argument("--bundle")
     e.add_argument("--gallery", help="gallery directory or .npz file")
+    e.add_argument("--from", dest="stick", metavar="PATH",
+                   help="enrol from the signed USB stick mounted at PATH (doorlock/enrol.toml)")
+    e.add_argument("--key", default="/etc/doorlock/enrol.key",
+                   help="the device enrolment key, for --from (default: %(default)s)")
+    e.add_argument("--report", metavar="FILE",
+                   help="with --from: write the report here instead of on the stick")
+    e.add_argument("--copy-report", metavar="FILE",
+                   help="with --from: only copy this report onto the stick (no enrolment)")
     e.set_defaults(func=cmd_enrol)
+
+    k = sub.add_parser("keygen", help="make a device enrolment key (for signing USB sticks)",
+                       description="Write a new random enrolment key (mode 0600). The door and the "
+                                   "administrator's computer hold the same key file.")
+    k.add_argument("--out", required=True, help="key file to write")
+    k.add_argument("--force", action="store_true", help="replace an existing key (old sticks stop working)")
+    k.set_defaults(func=cmd_keygen)
+
+    g = sub.add_parser("sign", help="sign a USB stick's enrolment manifest",
+                       description="Check the photos named in STICK/doorlock/enrol.toml and append "
+                                   "their sha256 and an HMAC made with the enrolment key.")
+    g.add_argument("stick", metavar="STICK", help="where the stick is mounted")
+    g.add_argument("--key", required=True, help="the enrolment key file")
+    g.set_defaults(func=cmd_sign)
 
     from .bench import add_parser as add_bench_parser
 

@@ -1,0 +1,222 @@
+"""systemd integration (edge/watchdog.py): READY=1, WATCHDOG=1 per healthy frame, STATUS,
+reload of the gallery on SIGHUP, STOPPING=1, all over a fake $NOTIFY_SOCKET."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.kiosk import Decision
+from edge.watchdog import GalleryReloader, Notifier, Watchdog
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "models" / "default"
+
+
+class FakeSystemd:
+    """A unix datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, abstract: bool = False):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"doorlock-test-{os.getpid()}-{time.monotonic_ns()}"
+            self.sock.bind("\0" + name)
+            self.address = "@" + name
+        else:
+            self.dir = tempfile.mkdtemp(prefix="dl-notify-", dir="/tmp")  # short: sun_path limit
+            self.address = os.path.join(self.dir, "notify.sock")
+            self.sock.bind(self.address)
+        self.messages: list[dict] = []
+
+    def receive(self, timeout: float = 0.0) -> list[dict]:
+        """Messages that arrived (waiting up to `timeout` for the first one)."""
+        got = []
+        self.sock.settimeout(timeout if timeout > 0 else 0.0)  # 0.0: non-blocking
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (BlockingIOError, socket.timeout):
+                break
+            msg = dict(line.split("=", 1) for line in data.decode().splitlines())
+            got.append(msg)
+            self.sock.settimeout(0.0)
+        self.messages += got
+        return got
+
+    def wait_for(self, predicate, timeout: float = 60.0, proc=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.receive(timeout=0.2):
+                if predicate(msg):
+                    return msg
+            if proc is not None and proc.poll() is not None:
+                for msg in self.receive():
+                    if predicate(msg):
+                        return msg
+                out, err = proc.communicate()
+                pytest.fail(f"kiosk exited ({proc.returncode}) before the expected notification:\n{err[-3000:]}")
+        pytest.fail(f"no such notification within {timeout} s; got {self.messages[-5:]}")
+
+    def close(self):
+        self.sock.close()
+        if not self.address.startswith("@"):
+            os.unlink(self.address)
+            os.rmdir(self.dir)
+
+
+@pytest.fixture
+def systemd():
+    fake = FakeSystemd()
+    yield fake
+    fake.close()
+
+
+def _decision(event):
+    return Decision(event, None, None, None, 0, 1.0, 1)
+
+
+def test_notifier_speaks_the_protocol(systemd):
+    n = Notifier({"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "30000000"})
+    assert n.enabled and n.watchdog_s == 30.0
+    assert n.ready("running") and n.ping() and n.status("ok") and n.stopping()
+    got = systemd.receive(timeout=1)
+    assert got == [{"READY": "1", "STATUS": "running"}, {"WATCHDOG": "1"}, {"STATUS": "ok"}, {"STOPPING": "1"}]
+    n.close()
+
+
+def test_abstract_socket_and_no_socket():
+    fake = FakeSystemd(abstract=True)
+    try:
+        assert Notifier({"NOTIFY_SOCKET": fake.address}).ready()
+        assert fake.receive(timeout=1) == [{"READY": "1"}]
+    finally:
+        fake.close()
+    quiet = Notifier({})  # not started by systemd: every call is a no-op
+    assert not quiet.enabled and not quiet.ready() and not quiet.ping()
+
+
+def test_watchdog_pid_of_another_process_means_no_pings(systemd):
+    n = Notifier({"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000",
+                  "WATCHDOG_PID": str(os.getpid() + 1)})
+    assert n.watchdog_s is None and not n.ping()
+    assert systemd.receive(timeout=0.3) == []
+
+
+def test_a_vanished_socket_never_stops_the_lock(tmp_path):
+    n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    assert n.ready() is False and n.ping() is False  # logged once, no exception
+
+
+def test_only_healthy_frames_ping(systemd):
+    t = {"now": 0.0}
+    w = Watchdog(Notifier({"NOTIFY_SOCKET": systemd.address}), status_every_s=5.0,
+                 clock=lambda: t["now"], describe=lambda: f"at {t['now']:.0f}")
+    frame = np.zeros((4, 4, 3), np.uint8)
+    w(frame, None, None)                      # a frame without a face: healthy
+    w(frame, None, _decision("denied"))       # judged: healthy
+    w(frame, None, _decision("fault"))        # a fault in a stage: no ping
+    w(None, None, None)                       # no frame from the camera: no ping
+    t["now"] = 6.0
+    w(frame, None, _decision("granted"))
+    got = systemd.receive(timeout=1)
+    assert [m for m in got if "WATCHDOG" in m] == [{"WATCHDOG": "1"}] * 3
+    assert [m["STATUS"] for m in got if "STATUS" in m] == ["at 0", "at 6"]
+    assert w.pings == 3 and w.unhealthy == 2
+
+
+def test_reloader_runs_between_frames_and_keeps_the_old_gallery_on_failure(systemd):
+    installed, results = [], iter([["a", "b"], RuntimeError("corrupt gallery (checksum differs)")])
+
+    def load():
+        r = next(results)
+        if isinstance(r, Exception):
+            raise r
+        return r
+    reloader = GalleryReloader(load, installed.append, Notifier({"NOTIFY_SOCKET": systemd.address}))
+    reloader(None, None, None)
+    assert installed == [] and systemd.receive(timeout=0.2) == []   # nothing pending
+    reloader.request(signal.SIGHUP, None)                           # the signal only flags
+    assert installed == []
+    reloader(None, None, None)
+    assert installed == [["a", "b"]] and reloader.reloads == 1
+    reloader.request()
+    reloader(None, None, None)
+    assert installed == [["a", "b"]] and reloader.failures == 1
+    got = systemd.receive(timeout=1)
+    assert got[0] == {"RELOADING": "1", "STATUS": "reloading the gallery"}
+    assert got[1] == {"READY": "1", "STATUS": "gallery reloaded: 2 people enrolled"}
+    assert got[3]["READY"] == "1" and "reload failed" in got[3]["STATUS"]
+
+
+def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd):
+    """`python -m edge run --config` as doorlock.service runs it, on a short video, with
+    a fake NOTIFY_SOCKET: READY=1, WATCHDOG=1 per healthy frame, reload on SIGHUP (a good
+    gallery is taken, a corrupt one is refused while the door goes on), STOPPING=1 on
+    SIGTERM, relay locked."""
+    from edge.app import load_models
+    from edge.config import config_from_dict
+    from edge.demo import SAMPLE_NAME, sample_face_photo, write_sample_video
+    from edge.enrol import enrol_face
+    from edge.gallery import Gallery, featurenet_fingerprint
+
+    video = write_sample_video(tmp_path / "clip.avi", n_frames=150)
+    parts = load_models(config_from_dict({"recognition": {"bundle": str(BUNDLE)}}), empty_gallery=True)
+    face = enrol_face(sample_face_photo(), parts.detector, parts.featurenet)
+    gallery = tmp_path / "state" / "gallery.npz"
+    g = Gallery(featurenet_fingerprint(parts.bundle), parts.featurenet.dim)
+    g.add(SAMPLE_NAME, face.vector, flips=face.flip)
+    g.save(gallery)
+    cfg = tmp_path / "doorlock.toml"
+    cfg.write_text(f'[camera]\nsource = "{video}"\n'
+                   f'[recognition]\nbundle = "{BUNDLE}"\ngallery = "{gallery}"\n'
+                   f'[relay]\nsimulated = true\npulse_s = 0.5\n'
+                   f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\n')
+    env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "10000000",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--realtime",
+                             "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready = systemd.wait_for(lambda m: m.get("READY") == "1", proc=proc)
+        assert "1 people enrolled" in ready["STATUS"]
+        for _ in range(3):
+            systemd.wait_for(lambda m: m.get("WATCHDOG") == "1", timeout=10, proc=proc)
+
+        g.add("Someone Else", np.random.default_rng(0).normal(0, 0.1, (1, g.dim)).astype(np.float32))
+        g.save(gallery)  # as a USB enrolment does, then `systemctl reload doorlock`
+        proc.send_signal(signal.SIGHUP)
+        systemd.wait_for(lambda m: m.get("RELOADING") == "1", timeout=10, proc=proc)
+        done = systemd.wait_for(lambda m: m.get("READY") == "1", timeout=10, proc=proc)
+        assert done["STATUS"] == "gallery reloaded: 2 people enrolled"
+
+        gallery.write_bytes(b"garbage")
+        proc.send_signal(signal.SIGHUP)
+        bad = systemd.wait_for(lambda m: "reload failed" in m.get("STATUS", ""), timeout=10, proc=proc)
+        assert bad["READY"] == "1" and "corrupt gallery" in bad["STATUS"]
+        n = len(systemd.messages)
+        systemd.wait_for(lambda m: m.get("WATCHDOG") == "1", timeout=10, proc=proc)  # still running
+        assert len(systemd.messages) > n
+
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    systemd.receive(timeout=0.5)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "relay locked" in err
+    assert "gallery reloaded: 2 people enrolled" in out
+    assert "gallery reload failed" in err
+    assert systemd.messages[-1].get("STOPPING") == "1"
+    pings = sum(1 for m in systemd.messages if m.get("WATCHDOG") == "1")
+    statuses = [m["STATUS"] for m in systemd.messages if "frames" in m.get("STATUS", "")]
+    print(f"{pings} watchdog pings; status: {statuses[-1] if statuses else None}")
+    assert pings >= 5 and statuses and "people enrolled" in statuses[0]
