@@ -6,7 +6,7 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test install-device install-dev clean
+.PHONY: demo test install-device install-dev system-tools clean
 
 $(VPY):
 	$(PY) -m venv --system-site-packages $(VENV)
@@ -23,8 +23,17 @@ install-dev: install-device
 demo: install-device
 	$(VPY) -m edge run
 
-test: install-dev
+test: install-dev system-tools
 	$(VPY) -m pytest -q
+
+# The systemd unit and script tests need systemd-analyze and shellcheck: installed with
+# apt-get when missing (root or passwordless sudo); without them those tests skip.
+system-tools:
+	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null || { \
+	  S=""; [ "$$(id -u)" -eq 0 ] || S="sudo -n"; \
+	  { command -v apt-get >/dev/null && $$S apt-get update -qq && \
+	    $$S apt-get install -y -qq --no-install-recommends systemd shellcheck >/dev/null; } || \
+	  echo "note: systemd-analyze/shellcheck not installed: their tests will skip" >&2; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

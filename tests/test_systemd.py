@@ -1,0 +1,242 @@
+"""The Pi's service set-up: systemd units verified by systemd-analyze, the udev rule, the
+enrolment script, install.sh (as a dry run into a directory) and the boot config lines."""
+
+import configparser
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.__main__ import build_parser
+from edge.config import load_config
+from edge.keys import load_key
+
+REPO = Path(__file__).resolve().parents[1]
+UNITS = REPO / "systemd"
+FW = REPO / "firmware_config"
+PREFIX = "/opt/doorlock"  # where install.sh puts the code; the units name it
+
+
+def _unit(name):
+    """The unit as {section: {key: [values]}} (keys may repeat)."""
+    out, section = {}, None
+    for line in (UNITS / name).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = out.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def _one(unit, section, key):
+    values = unit[section][key]
+    assert len(values) == 1, (key, values)
+    return values[0]
+
+
+def _need(tool):
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (CI installs it: see .ci/run)")
+    return path
+
+
+@pytest.fixture
+def installed_units(tmp_path):
+    """The units with the install prefix pointing at a stand-in tree (systemd-analyze
+    checks that every command exists and is executable)."""
+    root = tmp_path / "opt"
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (root / "firmware_config").mkdir()
+    shutil.copy2(FW / "doorlock-stick", root / "firmware_config" / "doorlock-stick")
+    (root / "README.md").write_text("doorlock\n")
+    out = tmp_path / "units"
+    out.mkdir()
+    for unit in UNITS.glob("*.service"):
+        (out / unit.name).write_text(unit.read_text().replace(PREFIX, str(root)))
+    return out
+
+
+def _verify(paths):
+    analyze = _need("systemd-analyze")
+    r = subprocess.run([analyze, "verify", "--man=no", *map(str, paths)], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"})
+    # systemd-analyze verify reports unknown keys and bad values as warnings with rc 0
+    noise = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    return r.returncode, noise
+
+
+def test_units_pass_systemd_analyze_verify(installed_units):
+    units = sorted(installed_units.glob("*.service"))
+    assert [u.name for u in units] == ["doorlock-enrol@.service", "doorlock.service"]
+    rc, noise = _verify(units)
+    assert rc == 0 and noise == [], noise
+
+
+def test_verify_would_catch_a_mistake(installed_units, tmp_path):
+    """The check above is a real one: a misspelt key or a bad value is reported."""
+    bad = tmp_path / "bad.service"
+    text = (installed_units / "doorlock.service").read_text()
+    bad.write_text(text.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes")
+                   .replace("WatchdogSec=30", "WatchdogSec=thirty"))
+    rc, noise = _verify([bad])
+    assert any("NoNewPrivilege" in line for line in noise) and any("thirty" in line for line in noise)
+
+
+def test_kiosk_unit_is_a_hardened_notify_service():
+    u = _unit("doorlock.service")
+    s = u["Service"]
+    assert _one(u, "Service", "Type") == "notify"
+    assert int(_one(u, "Service", "WatchdogSec")) <= 60
+    assert _one(u, "Service", "Restart") == "always"
+    assert _one(u, "Unit", "StartLimitIntervalSec") == "0"  # never gives up restarting
+    assert _one(u, "Service", "User") == "doorlock" and _one(u, "Service", "Group") == "doorlock"
+    assert set(_one(u, "Service", "SupplementaryGroups").split()) == {"gpio", "video"}
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("PrivateNetwork", "yes"), ("StateDirectory", "doorlock"),
+                       ("LogsDirectory", "doorlock"), ("CapabilityBoundingSet", "")):
+        assert _one(u, "Service", key) == value, key
+    assert "ReadWritePaths" not in s  # writable: the state and log directories only
+    assert _one(u, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert _one(u, "Install", "WantedBy") == "multi-user.target"
+    # the command line is one our CLI accepts, with the shipped configuration's path
+    argv = shlex.split(_one(u, "Service", "ExecStart"))
+    assert argv[:3] == [f"{PREFIX}/.venv/bin/python", "-m", "edge"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.command == "run" and args.config == "/etc/doorlock/doorlock.toml"
+    assert _one(u, "Service", "WorkingDirectory") == PREFIX
+
+
+def test_shipped_config_writes_only_where_the_unit_allows():
+    """ProtectSystem=strict: every path the kiosk writes must be in StateDirectory or
+    LogsDirectory, and the bundle is read from the install prefix."""
+    cfg = load_config(FW / "doorlock.toml")
+    for path in (cfg.recognition.gallery, cfg.audit.debug_dir, cfg.screen.path):
+        assert path.startswith("/var/lib/doorlock/"), path
+    assert cfg.audit.path.startswith("/var/log/doorlock/")
+    assert not Path(cfg.recognition.bundle).is_absolute()  # models/default under WorkingDirectory
+    assert cfg.relay.simulated is False
+
+
+def test_kiosk_unit_security_exposure_is_low(installed_units):
+    analyze = _need("systemd-analyze")
+    r = subprocess.run([analyze, "security", "--offline=yes", str(installed_units / "doorlock.service")],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)
+    if m is None:
+        pytest.skip(f"systemd-analyze security --offline unsupported here: {r.stderr[-300:]}")
+    assert float(m.group(1)) <= 2.5, r.stdout[-3000:]
+
+
+def test_enrol_unit_is_bound_to_the_stick():
+    u = _unit("doorlock-enrol@.service")
+    assert _one(u, "Unit", "BindsTo") == "dev-%i.device" and _one(u, "Unit", "After") == "dev-%i.device"
+    assert _one(u, "Service", "Type") == "oneshot"
+    assert _one(u, "Service", "ExecStart") == f"{PREFIX}/firmware_config/doorlock-stick %I"
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("PrivateNetwork", "yes"),
+                       ("ReadWritePaths", "/var/lib/doorlock")):
+        assert _one(u, "Service", key) == value, key
+    caps = set(_one(u, "Service", "CapabilityBoundingSet").split())
+    assert "CAP_SYS_ADMIN" in caps and "CAP_NET_ADMIN" not in caps and "CAP_SYS_MODULE" not in caps
+
+
+def test_udev_rule_starts_the_enrol_unit_for_usb_fat_sticks():
+    rules = [line for line in (FW / "99-doorlock-stick.rules").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert len(rules) == 1
+    pairs = re.findall(r'([A-Z_]+(?:\{[A-Za-z_]+\})?)\s*(==|!=|\+=|=)\s*"([^"]*)"', rules[0])
+    assert ", ".join(f"{k}{op}\"{v}\"" for k, op, v in pairs).replace(" ", "") == \
+        rules[0].replace(" ", ""), "unparsed text in the rule"
+    rule = {(k, op): v for k, op, v in pairs}
+    assert rule[("ACTION", "==")] == "add" and rule[("SUBSYSTEM", "==")] == "block"
+    assert rule[("ENV{ID_BUS}", "==")] == "usb"
+    assert set(rule[("ENV{ID_FS_TYPE}", "==")].split("|")) == {"vfat", "exfat"}
+    assert rule[("TAG", "+=")] == "systemd"
+    wants = rule[("ENV{SYSTEMD_WANTS}", "+=")]
+    assert wants == "doorlock-enrol@%k.service"
+    assert (UNITS / wants.replace("%k", "")).is_file()
+    assert not any(k == "RUN" for k, _ in rule)  # udev must not mount or run long jobs
+
+
+def test_enrol_script(tmp_path):
+    script = FW / "doorlock-stick"
+    assert os.stat(script).st_mode & stat.S_IXUSR
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    r = subprocess.run([str(script), "../sda1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "usage" in r.stderr  # no path tricks in the instance name
+    r = subprocess.run([str(script), "doorlock-test-no-such-device"], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "RUNTIME_DIRECTORY": str(tmp_path)})
+    assert r.returncode == 0 and "not a block device" in r.stderr
+    # the commands it runs are ones our CLI accepts
+    text = script.read_text()
+    assert '-m edge enrol --from "$mnt" --config "$config" --key "$key"' in text
+    assert '-m edge enrol --from "$mnt" --copy-report "$report"' in text
+    a = build_parser().parse_args(["enrol", "--from", "/m", "--config", "/c", "--key", "/k", "--report", "/r"])
+    assert (a.stick, a.config, a.key, a.report) == ("/m", "/c", "/k", "/r")
+    assert 'mount -t "$fstype" -o "ro,$opts"' in text and "nosuid,nodev,noexec" in text
+    assert "setpriv --reuid" in text  # the enrolment itself never runs as root
+
+
+def test_scripts_pass_shellcheck():
+    sc = _need("shellcheck")
+    r = subprocess.run([sc, str(FW / "doorlock-stick"), str(FW / "install.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_install_script_dry_run(tmp_path):
+    """install.sh --root DIR lays everything out under DIR; running it twice changes nothing
+    more (config.txt lines appended once, configuration and key kept)."""
+    root = tmp_path / "pi"
+    boot = root / "boot" / "firmware" / "config.txt"
+    boot.parent.mkdir(parents=True)
+    boot.write_text("# Raspberry Pi OS\n[all]\n")
+    env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(FW / "install.sh"), "--root", str(root)], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "(dry run) systemctl enable doorlock.service" in r.stdout
+    assert "(dry run) chown root:doorlock" in r.stdout
+    for unit in ("doorlock.service", "doorlock-enrol@.service"):
+        assert (root / "etc/systemd/system" / unit).read_text() == (UNITS / unit).read_text()
+    assert (root / "etc/udev/rules.d/99-doorlock-stick.rules").is_file()
+    assert (root / "etc/systemd/system.conf.d/doorlock-watchdog.conf").is_file()
+    assert (root / "opt/doorlock/edge/stick.py").is_file()
+    assert os.access(root / "opt/doorlock/firmware_config/doorlock-stick", os.X_OK)
+    assert not (root / "opt/doorlock/.git").exists()
+    key = root / "etc/doorlock/enrol.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o640 and len(load_key(key)) == 32
+    cfg = root / "etc/doorlock/doorlock.toml"
+    load_config(cfg)
+    assert stat.S_IMODE(os.stat(root / "var/lib/doorlock").st_mode) == 0o700
+    cfg.write_text(cfg.read_text() + "\n# local change\n")
+    key_bytes = key.read_bytes()
+
+    r = subprocess.run(["bash", str(FW / "install.sh"), "--root", str(root)], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert key.read_bytes() == key_bytes and cfg.read_text().endswith("# local change\n")
+    text = boot.read_text()
+    assert text.startswith("# Raspberry Pi OS\n[all]\n") and text.count("# --- doorlock ") == 1
+    assert (boot.parent / "config.txt.before-doorlock").read_text() == "# Raspberry Pi OS\n[all]\n"
+
+
+def test_boot_config_lines():
+    lines = [line.strip() for line in (FW / "config.txt").read_text().splitlines()]
+    settings = [line for line in lines if line and not line.startswith("#")]
+    assert "camera_auto_detect=1" in settings and "dtparam=watchdog=on" in settings
+    assert all(re.fullmatch(r"[a-z_]+=[A-Za-z0-9_,.=-]+", s) for s in settings), settings
+    conf = configparser.ConfigParser()
+    conf.read(FW / "doorlock-watchdog.conf")
+    assert conf["Manager"]["RuntimeWatchdogSec"]
