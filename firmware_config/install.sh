@@ -7,7 +7,7 @@
 #
 # What it does (each step is safe to repeat):
 #   1. apt packages: python3-venv, picamera2 and lgpio (camera and GPIO come from the OS);
-#   2. the system user `doorlock` (no login, no home) in the gpio and video groups;
+#   2. the system user `doorlock` (no login, no home) in the gpio, video and render groups;
 #   3. the code in /opt/doorlock (owned by root, read-only for the service) and its
 #      virtual environment /opt/doorlock/.venv (with the OS's picamera2 and lgpio);
 #   4. /etc/doorlock/doorlock.toml (kept if present) and the device enrolment key
@@ -51,12 +51,14 @@ run apt-get install -y --no-install-recommends python3-venv python3-picamera2 py
 
 echo "2. user $user"
 if [ -z "$root" ]; then
-    getent group gpio >/dev/null || groupadd --system gpio
+    for group in gpio video render; do
+        getent group "$group" >/dev/null || groupadd --system "$group"
+    done
     if ! id "$user" >/dev/null 2>&1; then
         useradd --system --no-create-home --home-dir /var/lib/doorlock \
-            --shell /usr/sbin/nologin --user-group --groups gpio,video "$user"
+            --shell /usr/sbin/nologin --user-group --groups gpio,video,render "$user"
     else
-        usermod -a -G gpio,video "$user"
+        usermod -a -G gpio,video,render "$user"
     fi
 fi
 
