@@ -117,3 +117,28 @@ def test_reenrolment_replaces_and_removal_forgets():
     assert (g.labels == "person0").sum() == 1
     assert g.remove("person1") and "person1" not in g.names
     assert len(g.vectors) == len(g.flips) == len(g.labels) == 1
+
+
+@pytest.mark.parametrize("encoding", ["concat", "symmetric"])
+def test_shortlist_keeps_the_decision_on_a_large_gallery(encoding):
+    """ModelNet re-scores only the L2-nearest vectors with exactly the z it gives them when
+    scoring all 5,000; vectors off the shortlist score +inf. (Whether the decision is kept
+    is a property of the trained model, measured by `edge bench` and the converter's eval.)"""
+    model = _modelnet(encoding, seed=4)
+    rng = np.random.default_rng(11)
+    g = Gallery(fingerprint="x", dim=D)
+    for i in range(1000):
+        g.add(f"p{i}", rng.normal(0, 0.1, (5, D)).astype(np.float32))
+    probe = g.vectors[1234] + rng.normal(0, 0.01, D).astype(np.float32)
+    full = ModelNetMatcher(model, 20.0, shortlist=None)
+    short = ModelNetMatcher(model, 20.0, shortlist=64)
+    full.prepare(g)
+    short.prepare(g)
+    a, b = full.scores(probe), short.scores(probe)
+    finite = np.isfinite(b)
+    assert finite.sum() == 64 and finite[1234]
+    np.testing.assert_allclose(b[finite], a[finite], rtol=1e-5, atol=1e-5)
+    nearest = np.argsort(np.linalg.norm(g.vectors - probe, axis=1))[:64]
+    assert set(np.flatnonzero(finite)) == set(nearest)
+    best_on_list = nearest[np.argmin(a[nearest])]
+    assert short.match(probe).best == g.labels[best_on_list]
