@@ -119,9 +119,10 @@ def cmd_run(args) -> int:
 def _serve_systemd(cfg, parts, kiosk):
     """systemd integration (edge/watchdog.py): WATCHDOG=1 after each healthy frame (a frame
     listener), the gallery reloaded on SIGHUP between frames, READY=1 now."""
+    import copy
+
     from .app import gallery_file
     from .gallery import featurenet_fingerprint, load_gallery
-    from .match import matcher_from_bundle
     from .watchdog import GalleryReloader, Notifier, Watchdog
 
     notifier = Notifier()
@@ -134,8 +135,8 @@ def _serve_systemd(cfg, parts, kiosk):
     def load():
         return load_gallery(gallery_file(r.gallery), featurenet_fingerprint(parts.bundle))
 
-    def apply(gallery):  # a new matcher, swapped in whole: never half a gallery
-        matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
+    def apply(gallery):  # a copy of the matcher (same settings) prepared, then swapped in
+        matcher = copy.copy(kiosk.matcher)  # whole: the loop never sees half a gallery
         matcher.prepare(gallery)
         kiosk.matcher, parts.gallery = matcher, gallery
 

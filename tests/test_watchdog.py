@@ -220,3 +220,65 @@ def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd)
     statuses = [m["STATUS"] for m in systemd.messages if "frames" in m.get("STATUS", "")]
     print(f"{pings} watchdog pings; status: {statuses[-1] if statuses else None}")
     assert pings >= 5 and statuses and "people enrolled" in statuses[0]
+
+
+def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monkeypatch):
+    """In process: the kiosk as cmd_run wires it; a gallery saved meanwhile and a SIGHUP
+    make the very next frames match against the new gallery (same matcher settings)."""
+    from edge.__main__ import _serve_systemd
+    from edge.app import build_kiosk, close_kiosk, load_models
+    from edge.camera import Camera
+    from edge.config import config_from_dict
+    from edge.demo import sample_face_photo
+    from edge.enrol import enrol_face
+    from edge.gallery import Gallery, featurenet_fingerprint
+    from edge.lock import simulated_relay
+
+    path = tmp_path / "gallery.npz"
+    cfg = config_from_dict({"recognition": {"bundle": str(BUNDLE), "gallery": str(path)},
+                            "relay": {"simulated": True}, "audit": {"path": str(tmp_path / "a.jsonl")}})
+    parts = load_models(cfg, empty_gallery=True)
+    photo = sample_face_photo()
+    face = enrol_face(photo, parts.detector, parts.featurenet)
+
+    def gallery_of(name):
+        g = Gallery(featurenet_fingerprint(parts.bundle), parts.featurenet.dim)
+        g.add(name, face.vector, flips=face.flip)
+        return g
+    parts.gallery = gallery_of("Before")
+    parts.gallery.save(path)
+
+    class Cam(Camera):
+        n = 0
+
+        def read(self):
+            self.n += 1
+            if self.n == 4:  # an enrolment changed the gallery, then `systemctl reload`
+                gallery_of("After").save(path)
+                os.kill(os.getpid(), signal.SIGHUP)
+            if self.n > 6:
+                self.finished = True
+                return None
+            return photo
+
+        def close(self):
+            pass
+
+    monkeypatch.setenv("NOTIFY_SOCKET", systemd.address)
+    previous = signal.getsignal(signal.SIGHUP)
+    kiosk = build_kiosk(cfg, Cam(), simulated_relay(), parts)
+    matcher = kiosk.matcher
+    best = []
+    kiosk.on_decision = lambda d: best.append(d.best)
+    try:
+        _serve_systemd(cfg, parts, kiosk)
+        kiosk.run()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        close_kiosk(kiosk)
+    assert best == ["Before"] * 4 + ["After"] * 2  # frame 4 was being judged when it came
+    assert kiosk.matcher is not matcher and type(kiosk.matcher) is type(matcher)
+    assert kiosk.matcher.threshold == matcher.threshold and parts.gallery.names == ["After"]
+    got = systemd.receive(timeout=1)
+    assert got[0]["READY"] == "1" and {"RELOADING": "1", "STATUS": "reloading the gallery"} in got
+    assert sum(1 for m in got if m.get("WATCHDOG") == "1") == 6
