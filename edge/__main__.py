@@ -61,7 +61,8 @@ def cmd_run(args) -> int:
             relay={"simulated": True, "pulse_s": 1.0},
             audit={"path": str(workdir / "audit.jsonl")},
             recognition={"gallery": str(workdir / "gallery.npz")},
-            screen={"mode": "file", "path": str(workdir / "screen.avi")})
+            screen={"mode": "file", "path": str(workdir / "screen.avi")},
+            liveness={"strictness": "off"})  # the sample video is a moving photo: liveness refuses it
         print(f"demo: sample video, simulated relay, audit log in {workdir}", flush=True)
     else:
         cfg = load_config(args.config)

@@ -78,8 +78,8 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
 def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                 audit: AuditLog | None = None, on_decision=None) -> Kiosk:
     """The kiosk, with the door I/O around the relay ([door]: the kiosk drives a Door,
-    which wraps the relay), the lockout and access-hours gates and the screen ([screen])
-    as frame listeners; `close_kiosk` releases them."""
+    which wraps the relay), the lockout, access-hours and liveness ([liveness]) gates and
+    the screen ([screen]) as frame listeners; `close_kiosk` releases them."""
     r = cfg.recognition
     matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
     matcher.prepare(parts.gallery)
@@ -88,7 +88,8 @@ def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
     screen = make_screen(cfg, door)
     kiosk = Kiosk(camera, parts.detector, parts.featurenet, matcher, door, audit,
                   consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
-                  gates=[door.gate, hours], frame_listeners=[door] + ([screen] if screen else []))
+                  gates=[door.gate, hours, *make_liveness_gates(cfg)],
+                  frame_listeners=[door] + ([screen] if screen else []))
     kiosk.door, kiosk.screen = door, screen
     return kiosk
 
@@ -113,6 +114,16 @@ def make_hours_gate(cfg: Config, parts: Parts, audit: AuditLog | None = None) ->
         not_before = None
     return AccessHoursGate(lambda: parts.gallery.people, a.door_hours, a.holidays, a.timezone,
                            not_before=not_before, audit=audit)
+
+
+def make_liveness_gates(cfg: Config) -> list:
+    """The presentation-attack check ([liveness]): one gate, or none when it is off."""
+    lv = cfg.liveness
+    if lv.strictness == "off":
+        return []
+    from .liveness import LivenessGate
+
+    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:

@@ -132,6 +132,14 @@ class ScreenConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """The presentation-attack check (edge/liveness.py)."""
+
+    strictness: str = _key("normal", "choice", choices=("off", "normal", "strict"))
+    window: int = _key(15, "int", lo=9, hi=300)   # judged frames; 9 = LAG + NEED["strict"]
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = _key("INFO", "choice", choices=LOG_LEVELS)
 
@@ -140,6 +148,7 @@ SECTIONS: dict[str, type] = {
     "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
     "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
     "door": DoorConfig, "access": AccessConfig, "screen": ScreenConfig,
+    "liveness": LivenessConfig,
 }
 
 
@@ -156,6 +165,7 @@ class Config:
     door: DoorConfig = field(default_factory=DoorConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     path: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

@@ -52,6 +52,11 @@ def hamilton_gallery(parts, shared):
     return g
 
 
+# Tests that replay one still photo turn the liveness check off: it rightly refuses a photo
+# (tests/test_liveness.py); here they test recognition and the N-in-a-row rule.
+STILL_PHOTO = {"strictness": "off"}
+
+
 def _config(tmp_path, **sections):
     base = {"recognition": {"bundle": str(BUNDLE), "gallery": str(tmp_path / "gallery.npz")},
             "relay": {"simulated": True, "pulse_s": 0.5},
@@ -167,7 +172,7 @@ def astronaut_parts(parts, astronaut):
 
 
 def test_enrolled_face_opens_only_after_n_consecutive_frames(astronaut_parts, astronaut, tmp_path):
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 3})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 3}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     states = []
     cam = FrameCamera(astronaut, 5, hook=lambda i: states.append(_pin_is_energised(relay)))
@@ -181,7 +186,7 @@ def test_enrolled_face_opens_only_after_n_consecutive_frames(astronaut_parts, as
 
 
 def test_exception_in_detection_locks_and_carries_on(astronaut_parts, astronaut, tmp_path):
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 1})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 1}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     kiosk = build_kiosk(cfg, FrameCamera(astronaut, 4), relay, astronaut_parts)
     real_detect = kiosk.detector.detect
@@ -204,7 +209,7 @@ def test_exception_in_detection_locks_and_carries_on(astronaut_parts, astronaut,
 
 
 def test_exception_in_inference_locks(astronaut_parts, astronaut, tmp_path):
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 1})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 1}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     relay.pulse()
     kiosk = build_kiosk(cfg, FrameCamera(astronaut, 1), relay, astronaut_parts)
@@ -241,7 +246,7 @@ def test_camera_gone_keeps_the_door_locked(astronaut_parts, tmp_path):
 
 
 def test_sigterm_mid_pulse_locks(astronaut_parts, astronaut, tmp_path):
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 1})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 1}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     was_open = []
 
@@ -301,7 +306,7 @@ def test_gallery_of_another_featurenet_is_refused(tmp_path):
 
 def test_scripted_identities_need_the_same_person_in_a_row(astronaut_parts, astronaut, tmp_path):
     """Alternating identities never reach N in a row, so the door stays shut."""
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 2})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 2}, liveness=STILL_PHOTO)
     relay = simulated_relay()
     kiosk = build_kiosk(cfg, FrameCamera(astronaut, 6), relay, astronaut_parts)
     script = iter(["a", "b", "a", "b", "a", "a"])
@@ -337,7 +342,7 @@ def test_a_gate_refuses_a_recognised_face_with_its_reason(astronaut_parts, astro
             return f"{identity} outside access hours" if frame_no <= 3 else None
 
     gate = NotNow()
-    cfg = _config(tmp_path, recognition={"consecutive_frames": 2})
+    cfg = _config(tmp_path, recognition={"consecutive_frames": 2}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     kiosk = build_kiosk(cfg, FrameCamera(astronaut, 5), relay, astronaut_parts)
     kiosk.gates.append(gate)
