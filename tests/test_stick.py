@@ -387,6 +387,9 @@ def test_unsafe_photo_paths_are_refused_even_when_signed(tmp_path, door, faces, 
      ("listed twice",)),
     ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\nhours = "Someday 25:00-26:00"\n', ("hours of 'Ada'",)),
     ("version = 1\n", ("nobody to enrol",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = [' + ", ".join(f'"{i}.jpg"' for i in range(11)) + "]\n",
+     ("11 photos, limit 10",)),
+    ('version = 1\nrevoke = "Ada"\n', ("must be a list",)),
 ])
 def test_bad_manifests_are_refused(tmp_path, door, text, words):
     root = make_stick(tmp_path, {}, text)
@@ -608,6 +611,22 @@ def test_corrupt_gallery_on_the_door_is_not_enrolled_over(tmp_path, door, faces)
 
 
 # --- pieces -----------------------------------------------------------------------------------
+
+def test_what_follows_the_image_is_ignored_but_a_cut_progressive_jpeg_is_not(faces):
+    """Phones append data after a JPEG's end (trailers, a second picture, a motion clip):
+    still a complete photo. A progressive JPEG cut between two scans is not."""
+    data = (faces / "train" / "obama" / "obama2.jpg").read_bytes()
+    assert image_info(data + b"\x00MotionPhoto" + os.urandom(5000))[0] == "jpeg"
+    stick.decode_photo(data + b"trailer" * 100)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(read_photo(faces / "train" / "obama" / "obama2.jpg"),
+                           cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    progressive = buf.tobytes()
+    assert image_info(progressive)[0] == "jpeg"
+    scans = [i for i in range(len(progressive) - 1) if progressive[i:i + 2] == b"\xff\xda"]
+    assert len(scans) > 2
+    with pytest.raises(stick.PhotoRejected, match="truncated JPEG"):
+        image_info(progressive[:scans[2]])  # complete segments, missing scans and the end
+
 
 def test_image_header_sizes(faces):
     assert image_info((faces / "train" / "biden" / "biden.jpg").read_bytes()) == ("jpeg", 970, 2204)
