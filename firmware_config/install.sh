@@ -13,7 +13,8 @@
 #   4. /etc/doorlock/doorlock.toml (kept if present) and the device enrolment key
 #      /etc/doorlock/enrol.key (made once, root:doorlock 0640: copy it to the
 #      administrator's computer to sign sticks);
-#   5. /var/lib/doorlock (gallery; 0700) and /var/log/doorlock (audit log);
+#   5. /var/lib/doorlock (gallery; 0700; an empty gallery until the first enrolment) and
+#      /var/log/doorlock (audit log);
 #   6. the systemd units, the udev rule for enrolment sticks, the hardware watchdog;
 #   7. the camera/display/watchdog lines appended once to /boot/firmware/config.txt;
 #   8. enables and (re)starts doorlock.service. Reboot once if config.txt changed.
@@ -94,6 +95,23 @@ echo "5. state and log directories"
 install -d -m 0700 "$root/var/lib/doorlock" "$root/var/lib/doorlock/gallery"
 install -d -m 0750 "$root/var/log/doorlock"
 run chown -R "$user:$user" "$root/var/lib/doorlock" "$root/var/log/doorlock"
+if [ -z "$root" ]; then
+    # An empty gallery for this bundle, so that the kiosk runs (door locked) until the
+    # first enrolment stick, instead of refusing to start for want of a gallery.
+    (cd "$prefix" && setpriv --reuid="$(id -u "$user")" --regid="$(id -g "$user")" --init-groups -- \
+        "$prefix/.venv/bin/python" -c '
+import sys
+from edge.app import gallery_file, load_models
+from edge.config import load_config
+from edge.gallery import gallery_lock
+cfg = load_config(sys.argv[1])
+path = gallery_file(cfg.recognition.gallery)
+with gallery_lock(path):
+    if not path.exists():
+        load_models(cfg, empty_gallery=True).gallery.save(path)
+        print("   made an empty gallery:", path)
+' "$etc/doorlock.toml")
+fi
 
 echo "6. systemd units, udev rule, hardware watchdog"
 install -d -m 0755 "$units" "$rules" "$sysconf"
