@@ -185,7 +185,7 @@ def test_enrol_script(tmp_path):
     assert '-m edge enrol --from "$mnt" --copy-report "$report"' in text
     a = build_parser().parse_args(["enrol", "--from", "/m", "--config", "/c", "--key", "/k", "--report", "/r"])
     assert (a.stick, a.config, a.key, a.report) == ("/m", "/c", "/k", "/r")
-    assert 'mount -t "$fstype" -o "ro,$opts"' in text and "nosuid,nodev,noexec" in text
+    assert 'mount -n -t "$fstype" -o "ro,$opts"' in text and "nosuid,nodev,noexec" in text
     assert "setpriv --reuid" in text  # the enrolment itself never runs as root
 
 
