@@ -3,6 +3,7 @@ enrolment script, install.sh (as a dry run into a directory) and the boot config
 
 import configparser
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -240,3 +241,88 @@ def test_boot_config_lines():
     conf = configparser.ConfigParser()
     conf.read(FW / "doorlock-watchdog.conf")
     assert conf["Manager"]["RuntimeWatchdogSec"]
+
+
+def _block_device():
+    for d in sorted(Path("/dev").glob("*")):
+        try:
+            if stat.S_ISBLK(d.stat().st_mode):
+                return d
+        except OSError:
+            continue
+    pytest.skip("no block device in /dev to stand in for a USB stick")
+
+
+def test_enrol_script_end_to_end_with_stand_in_system_tools(tmp_path, shared):
+    """doorlock-stick as the unit runs it, with mount, blkid, setpriv and systemctl replaced
+    by stand-ins that log what they are asked to do (a real FAT mount needs a kernel that
+    has vfat and the right to mount): mount read-only, enrol from the signed stick as the
+    service user, reload the kiosk, remount read-write only for the report, unmount."""
+    from edge import keys
+    from edge.gallery import load_gallery
+    from edge.stick import sign_stick
+
+    dev = _block_device()
+    photos = shared("data", "faces", "fr_examples")
+    stick = tmp_path / "stick-content"
+    (stick / "doorlock" / "photos").mkdir(parents=True)
+    shutil.copyfile(photos / "train" / "obama" / "obama.jpg", stick / "doorlock" / "photos" / "o.jpg")
+    (stick / "doorlock" / "enrol.toml").write_text(
+        'version = 1\n[[person]]\nname = "Barack Obama"\nphotos = ["photos/o.jpg"]\n')
+    key_file = tmp_path / "enrol.key"
+    sign_stick(stick, keys.write_key(key_file))
+    gallery = tmp_path / "state" / "gallery"
+    config = tmp_path / "doorlock.toml"
+    config.write_text(f'[recognition]\nbundle = "{REPO / "models" / "default"}"\ngallery = "{gallery}"\n')
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    stubs = {
+        "blkid": 'echo vfat',
+        "mount": 'echo "mount $*" >> "$FAKE_LOG"\ncase "$*" in *remount*) exit 0;; esac\n'
+                 'for last; do :; done\ncp -a "$FAKE_STICK/." "$last/"',
+        "umount": 'echo "umount $*" >> "$FAKE_LOG"',
+        "setpriv": 'echo "setpriv $*" | cut -c1-60 >> "$FAKE_LOG"\n'
+                   'while [ "$1" != "--" ]; do shift; done\nshift\nexec "$@"',
+        "systemctl": 'echo "systemctl $*" >> "$FAKE_LOG"',
+        "sync": 'true',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    prefix = tmp_path / "prefix"
+    (prefix / ".venv" / "bin").mkdir(parents=True)
+    (prefix / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    run_dir = tmp_path / "run"
+    me = pwd.getpwuid(os.getuid())  # the service user's stand-in
+    ids = f"uid={os.getuid()},gid={os.getgid()}"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
+           "FAKE_STICK": str(stick), "DOORLOCK_PREFIX": str(prefix), "DOORLOCK_CONFIG": str(config),
+           "DOORLOCK_KEY": str(key_file), "DOORLOCK_USER": me.pw_name, "RUNTIME_DIRECTORY": str(run_dir)}
+    r = subprocess.run([str(FW / "doorlock-stick"), dev.name], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert load_gallery(gallery / "gallery.npz").names == ["Barack Obama"]
+    calls = log.read_text().splitlines()
+    print("\n".join(calls))
+    first = calls[0].split()
+    assert first[:5] == ["mount", "-n", "-t", "vfat", "-o"] and first[5].startswith(f"ro,nosuid,nodev,noexec,{ids}")
+    assert first[-2:] == [f"/dev/{dev.name}", str(run_dir / "stick")]
+    assert calls[1].startswith(f"setpriv --reuid={os.getuid()} --regid={os.getgid()} --init-groups -- "[:60])
+    assert calls[2:] == ["systemctl --quiet is-active doorlock.service",
+                         "systemctl --no-block reload doorlock.service",
+                         calls[4], calls[5], calls[6], calls[7]]
+    assert calls[4].startswith("mount -n -o remount,rw,nosuid") and calls[5].startswith("setpriv")
+    assert calls[6].startswith("mount -n -o remount,ro") and calls[7] == f"umount -n {run_dir / 'stick'}"
+    report = (run_dir / "stick" / "doorlock" / "report.txt").read_text()
+    assert "enrolled  Barack Obama (1 photo(s))" in report
+    assert report == (run_dir / "report.txt").read_text()
+    assert "asked the kiosk to reload its gallery" in r.stdout
+
+    # the same stick again: refused (already applied), no reload, still a report, exit 2
+    log.write_text("")
+    r = subprocess.run([str(FW / "doorlock-stick"), dev.name], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=REPO)
+    assert r.returncode == 2 and "already applied" in r.stderr
+    assert not any("reload" in c for c in log.read_text().splitlines())
+    assert "REFUSED" in (run_dir / "stick" / "doorlock" / "report.txt").read_text()
