@@ -192,7 +192,7 @@ def cmd_enrol(args) -> int:
 
 
 def cmd_enrol_stick(args) -> int:
-    """Enrolment from a USB stick: exit 0 when the gallery changed, 1 when the stick was
+    """Enrolment from a USB stick: exit 0 when the gallery changed, 3 when the stick was
     applied but changed nothing (every photo rejected), 2 when the stick was refused."""
     from .app import gallery_file, load_models
     from .config import config_from_dict, load_config
@@ -235,7 +235,7 @@ def cmd_enrol_stick(args) -> int:
     if report.refused is not None:
         print(f"error: stick refused: {report.refused}", file=sys.stderr)
         return 2
-    return 0 if report.changed else 1
+    return 0 if report.changed else 3
 
 
 def cmd_keygen(args) -> int:

@@ -284,6 +284,13 @@ def test_cli_keygen_sign_enrol(tmp_path, faces):
     assert r.returncode == 0 and (root / "doorlock" / "report.txt").read_text() == staged.read_text()
     r = run("enrol", "--name", "x")
     assert r.returncode == 2 and "--from" in r.stderr
+    # a stick whose every photo is rejected is applied but changes nothing: exit 3
+    only_kit = make_stick(tmp_path, {"kit.jpg": faces / "test" / "kit_with_rose.jpg"},
+                          manifest(("Kit", ["kit.jpg"])), name="only-kit")
+    assert run("sign", "--key", str(keyfile), str(only_kit)).returncode == 0
+    r = run("enrol", "--from", str(only_kit), "--key", str(keyfile), "--gallery", str(gallery))
+    assert r.returncode == 3 and "result: nothing changed" in r.stdout, r.stderr
+    assert load_gallery(gallery).names == ["Barack Obama"]
 
 
 # --- the stick is authenticated -------------------------------------------------------------
