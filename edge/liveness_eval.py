@@ -120,6 +120,8 @@ def attack_presentations(photos: list[Path], species: tuple[str, ...], n_frames:
     from .enrol import read_photo
 
     out = []
+    if not species:
+        return out
     for i, path in enumerate(photos, first_index):
         img = read_photo(path)
         faces = detector.detect(img)
