@@ -7,6 +7,7 @@ rule decides for all: accept the best identity when its score is below the thres
   split so the gallery's share is computed once, when the gallery loads:
     concat     [f_p; f_g] W = f_p W_a + f_g W_b
     symmetric  [(f_p - f_g)^2; f_p * f_g] W = f_p^2 W_a + f_g^2 W_a + (f_p * f_g)(W_b - 2 W_a)
+    unitsym    symmetric on unit-length features u = f / ||f|| (the gallery stored normalised)
   BioMetricNet-M averages z over the 4 original/mirrored combinations.
   For large galleries ModelNet re-scores a shortlist: the `shortlist` gallery vectors
   nearest to the probe in L2 (one matrix-vector product), every other vector scores +inf.
@@ -76,6 +77,11 @@ class DistanceMatcher(Matcher):
         return np.sqrt(np.maximum(d2, 0.0))
 
 
+def _unit(x):
+    x = np.asarray(x, np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def _relu(x):
     return np.maximum(x, 0.0, out=x)
 
@@ -83,7 +89,7 @@ def _relu(x):
 class ModelNet:
     """ModelNet's weights in numpy: layers (W_i (in,out), b_i), ReLU after all but the last."""
 
-    ENCODINGS = ("concat", "symmetric")
+    ENCODINGS = ("concat", "symmetric", "unitsym")
 
     def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], encoding: str):
         if encoding not in self.ENCODINGS:
@@ -101,6 +107,8 @@ class ModelNet:
     def encode(self, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
         if self.encoding == "concat":
             return np.concatenate([f1, f2], axis=-1)
+        if self.encoding == "unitsym":
+            f1, f2 = _unit(f1), _unit(f2)
         return np.concatenate([(f1 - f2) ** 2, f1 * f2], axis=-1)
 
     def z(self, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
@@ -129,8 +137,9 @@ class ModelNetMatcher(Matcher):
         d = model.d
         self._wa, self._wb = w1[:d], w1[d:]
         self._b1 = b1
-        if model.encoding == "symmetric":
+        if model.encoding in ("symmetric", "unitsym"):
             self._cross = self._wb - 2.0 * self._wa
+        self._unit = model.encoding == "unitsym"
 
     def _gallery_side(self, g: np.ndarray) -> np.ndarray:
         if self.model.encoding == "concat":
@@ -141,6 +150,8 @@ class ModelNetMatcher(Matcher):
         super().prepare(gallery)
         self._g = gallery.vectors.astype(np.float32)
         self._gf = gallery.flips.astype(np.float32)
+        if self._unit and len(self._g):
+            self._g, self._gf = _unit(self._g), _unit(self._gf)
         self._pre = self._gallery_side(self._g)
         self._pre_f = self._gallery_side(self._gf) if self.flips else None
         self._g2 = (self._g ** 2).sum(1)
@@ -164,6 +175,8 @@ class ModelNetMatcher(Matcher):
     def scores(self, probe, probe_flip=None):
         p = np.asarray(probe, np.float32)
         pf = p if probe_flip is None else np.asarray(probe_flip, np.float32)
+        if self._unit:
+            p, pf = _unit(p), _unit(pf)
         n = len(self._g)
         if self.shortlist is None or n <= self.shortlist:
             return self._scores(p, pf, slice(None))

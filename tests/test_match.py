@@ -37,7 +37,7 @@ def _reference_z(model, f1, f2):
     return x[..., 0]
 
 
-@pytest.mark.parametrize("encoding", ["concat", "symmetric"])
+@pytest.mark.parametrize("encoding", ["concat", "symmetric", "unitsym"])
 def test_split_first_layer_equals_unsplit_model(encoding):
     model = _modelnet(encoding)
     gallery = _gallery()
