@@ -262,8 +262,11 @@ def describe_backends(parts, matcher) -> dict:
         m = f"numpy {matcher.metric} distance, threshold {matcher.threshold:g}"
     elif isinstance(matcher, ModelNetMatcher):
         sizes = "-".join(str(w.shape[1]) for w, _ in matcher.model.layers)
+        short = getattr(matcher, "shortlist", None)
         m = (f"numpy ModelNet {matcher.model.encoding} {sizes}"
-             f"{' with flips (BioMetricNet-M)' if matcher.flips else ''}, threshold {matcher.threshold:g}")
+             f"{' with flips (BioMetricNet-M)' if matcher.flips else ''}"
+             f"{f' on an L2 shortlist of {short}' if short else ' on every vector'}, "
+             f"threshold {matcher.threshold:g}")
     else:
         m = type(matcher).__name__
     return {
@@ -381,8 +384,9 @@ def scaled_gallery(real, n: int, seed: int = 0):
 
 
 def random_modelnet_matcher(d: int, flips: bool, seed: int = 0):
-    """ModelNet of the default layer sizes with random weights: its cost, not its answers
-    (threshold -inf: it never accepts anyone)."""
+    """ModelNet of the default layer sizes with random weights, built as the device builds
+    the shipped one (ModelNetMatcher's defaults, its L2 shortlist included): its cost, not
+    its answers (threshold -inf: it never accepts anyone)."""
     from .match import ModelNet, ModelNetMatcher
 
     rng = np.random.default_rng(seed)
