@@ -130,9 +130,20 @@ def cmd_train(args) -> int:
     else:
         train, val = fs, None
         _log(f"training on all {len(fs.names)} people for {tc.epochs} epochs (no validation people)")
-    res = Trainer(mc, tc, checkpoint_dir=args.checkpoints, progress=not args.quiet, log=_log).fit(
-        train, val, resume=args.resume)
     out = Path(args.out)
+    if args.finetune_featurenet:
+        from .finetune import finetune
+
+        if args.checkpoints or args.resume:
+            raise DoorlockError("--finetune-featurenet keeps no checkpoints (drop --checkpoints/--resume)")
+        res, fnet = finetune(Path(args.faces), train, val, mc, tc, head_lr_scale=args.head_lr_scale,
+                             cache=args.cache, progress=not args.quiet, log=_log)
+        out.mkdir(parents=True, exist_ok=True)
+        fnet.save(out / "featurenet_finetuned.keras")
+        _log(f"wrote {out / 'featurenet_finetuned.keras'}")
+    else:
+        res = Trainer(mc, tc, checkpoint_dir=args.checkpoints, progress=not args.quiet, log=_log).fit(
+            train, val, resume=args.resume)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "modelnet_weights.npz", **weights_npz_dict(res.weights))
     (out / "train.json").write_text(json.dumps({
@@ -148,10 +159,19 @@ def cmd_eval(args) -> int:
     from .evaluate import EvalConfig, identity_fold_evaluation, pairlist_evaluation, write_report
     from .pairs import read_pairs_csv, read_pairs_txt
 
-    if not (args.faces_folds or args.pairs_csv or args.pairs_txt):
+    if not (args.faces_folds or args.pairs_csv or args.pairs_txt or args.reuse_folds):
         raise DoorlockError("nothing to evaluate: give --faces-folds, --pairs-csv and/or --pairs-txt")
     glint = None
-    if args.faces_folds:
+    if args.reuse_folds:
+        import json
+
+        try:
+            glint = json.loads(Path(args.reuse_folds).read_text())["glint"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DoorlockError(f"{args.reuse_folds}: not a results.json of an earlier eval ({exc})") from None
+        if not glint:
+            raise DoorlockError(f"{args.reuse_folds}: has no identity-fold results")
+    elif args.faces_folds:
         args.faces = args.faces_folds
         fs = _features(args)
         ec = EvalConfig(folds=args.folds, seed=args.seed, encodings=tuple(args.encodings),
@@ -280,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out about this many people for early stopping (0: train on all, fixed epochs)")
     t.add_argument("--checkpoints", help="checkpoint folder (one checkpoint per epoch)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoints")
+    t.add_argument("--finetune-featurenet", action="store_true",
+                   help="also train FeatureNet's last residual block (writes featurenet_finetuned.keras)")
+    t.add_argument("--head-lr-scale", type=float, default=0.1,
+                   help="learning rate of the fine-tuned block relative to --lr (default %(default)s)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="compare BioMetricNet with L2, cosine, contrastive and triplet baselines",
@@ -289,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e, faces_required=None)
     e.add_argument("--faces-folds", metavar="DIR",
                    help="one folder per identity: draw identity-disjoint folds from it")
+    e.add_argument("--reuse-folds", metavar="RESULTS_JSON",
+                   help="take the identity-fold results from an earlier run's results.json "
+                        "(e.g. to add pair lists scored with a newly built bundle)")
     e.add_argument("--folds", type=int, default=3, help="identity-disjoint folds (default 3)")
     e.add_argument("--encodings", nargs="+", default=["concat", "symmetric:free", "symmetric"],
                    help="ModelNet variants to compare, ENCODING[:FIRST_LAYER] (default: concat "

@@ -396,14 +396,23 @@ def plot_z_hist(z_match, z_nonmatch, cfg: ModelNetConfig, path: Path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    z_match, z_nonmatch = np.asarray(z_match), np.asarray(z_nonmatch)
-    lo = min(cfg.match_mean - 5 * cfg.target_std, np.percentile(np.r_[z_match, z_nonmatch], 0.1))
-    hi = max(cfg.nonmatch_mean + 5 * cfg.target_std, np.percentile(np.r_[z_match, z_nonmatch], 99.9))
-    bins = np.linspace(lo, hi, 120)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    ax.hist(z_match, bins, density=True, alpha=0.55, label=f"matching pairs ({len(z_match)})", color="tab:green")
-    ax.hist(z_nonmatch, bins, density=True, alpha=0.55, label=f"non-matching pairs ({len(z_nonmatch)})",
-            color="tab:red")
+    if isinstance(z_match, dict):  # already a histogram: {"edges", "match", "nonmatch"} counts
+        edges = np.asarray(z_match["edges"])
+        lo, hi = min(edges[0], cfg.match_mean - 5 * cfg.target_std), max(edges[-1], cfg.nonmatch_mean + 5)
+        for key, colour in (("match", "tab:green"), ("nonmatch", "tab:red")):
+            c = np.asarray(z_match[key], np.float64)
+            ax.stairs(c / (c.sum() * np.diff(edges)), edges, fill=True, alpha=0.55, color=colour, baseline=1e-6,
+                      label=f"{'matching' if key == 'match' else 'non-matching'} pairs ({int(c.sum())})")
+    else:
+        z_match, z_nonmatch = np.asarray(z_match), np.asarray(z_nonmatch)
+        lo = min(cfg.match_mean - 5 * cfg.target_std, np.percentile(np.r_[z_match, z_nonmatch], 0.1))
+        hi = max(cfg.nonmatch_mean + 5 * cfg.target_std, np.percentile(np.r_[z_match, z_nonmatch], 99.9))
+        bins = np.linspace(lo, hi, 120)
+        ax.hist(z_match, bins, density=True, alpha=0.55, label=f"matching pairs ({len(z_match)})",
+                color="tab:green")
+        ax.hist(z_nonmatch, bins, density=True, alpha=0.55, label=f"non-matching pairs ({len(z_nonmatch)})",
+                color="tab:red")
     x = np.linspace(lo, hi, 800)
     for mu, c, lab in ((cfg.match_mean, "darkgreen", "target N(%g, %g)"), (cfg.nonmatch_mean, "darkred", "target N(%g, %g)")):
         ax.plot(x, np.exp(-0.5 * ((x - mu) / cfg.target_std) ** 2) / (cfg.target_std * np.sqrt(2 * np.pi)),
@@ -411,7 +420,7 @@ def plot_z_hist(z_match, z_nonmatch, cfg: ModelNetConfig, path: Path, title: str
     if threshold is not None:
         ax.axvline(threshold, color="k", ls=":", label=f"threshold {threshold:.2f}")
     ax.set_yscale("log")
-    ax.set_ylim(1e-5, None)
+    ax.set_ylim(1e-5, 2.0 / cfg.target_std)
     ax.set_xlabel("z")
     ax.set_ylabel("density (log)")
     ax.set_title(title)
@@ -529,8 +538,9 @@ def write_report(out: Path, glint: dict | None, pair_results: list[dict], comman
                   "", "![ROC](roc_glint.png)", "", "![z histogram](z_hist_glint.png)", ""]
         plot_roc(glint["roc"], out / "roc_glint.png", "identity-disjoint folds (pooled over folds)")
         cfg = ModelNetConfig(**{**mc, "hidden": tuple(mc["hidden"])})
-        if glint["z_hist"]["match"]:
-            plot_z_hist(glint["z_hist"]["match"], glint["z_hist"]["nonmatch"], cfg, out / "z_hist_glint.png",
+        zh = glint["z_hist"]
+        if zh.get("match"):
+            plot_z_hist(zh if "edges" in zh else zh["match"], zh.get("nonmatch"), cfg, out / "z_hist_glint.png",
                         f"BioMetricNet-1 {shipped}: z of held-out people's pairs (all folds)")
     for i, pr in enumerate(pair_results):
         name = Path(pr["source"]).stem

@@ -118,3 +118,25 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_glint):
     vals = [h["val"] for h in res.history]
     assert res.best_epoch == max(i for i, v in enumerate(vals) if v == max(vals)) + 1  # ties: the later
     assert len(res.history) < 30 and len(res.history) - res.best_epoch == 2
+
+
+def test_finetuning_featurenets_last_block_trains_only_that_block(small_glint, tmp_path):
+    from pathlib import Path
+
+    from converter.finetune import CUT_LAYER, finetune, split_featurenet
+    from converter.featurenet import load_featurenet
+
+    train, val, _ = _split(small_glint)
+    tc = TrainConfig(**{**QUICK, "epochs": 3, "steps_per_epoch": 6, "min_epochs": 1})
+    res, fnet = finetune(Path(small_glint.info["root"]), train, val, ModelNetConfig(), tc, cache=tmp_path,
+                         progress=False, log=lambda m: None)
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < losses[0]
+    orig = load_featurenet()
+    cut = [layer.name for layer in orig.layers].index(CUT_LAYER)
+    for k, (a, b) in enumerate(zip(orig.layers, fnet.layers)):
+        same = all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+        assert same == (k < cut or not a.get_weights()), a.name
+    trunk, head = split_featurenet(fnet)
+    chip = np.random.default_rng(0).integers(0, 255, (1, 150, 150, 3)).astype(np.float32)
+    np.testing.assert_allclose(head(trunk(chip)), fnet(chip), rtol=1e-5, atol=1e-6)
