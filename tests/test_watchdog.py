@@ -155,6 +155,24 @@ def test_reloader_runs_between_frames_and_keeps_the_old_gallery_on_failure(syste
     assert got[3]["READY"] == "1" and "reload failed" in got[3]["STATUS"]
 
 
+def _looped_clip(path, repeats=8):
+    """The demo's clip (empty scene, the astronaut walks in and out), 60 frames played 8
+    times: 32 s at 15 frames/s, longer than the test needs even on a loaded machine
+    (the test ends the kiosk with SIGTERM), made in about 3 s."""
+    import cv2
+
+    from edge.demo import FPS, H, W, sample_frames
+
+    frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in sample_frames(60)]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
+    assert writer.isOpened()
+    for _ in range(repeats):
+        for f in frames:
+            writer.write(f)
+    writer.release()
+    return path
+
+
 def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd):
     """`python -m edge run --config` as doorlock.service runs it, on a short video, with
     a fake NOTIFY_SOCKET: READY=1, WATCHDOG=1 per healthy frame, reload on SIGHUP (a good
@@ -162,11 +180,11 @@ def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd)
     SIGTERM, relay locked."""
     from edge.app import load_models
     from edge.config import config_from_dict
-    from edge.demo import SAMPLE_NAME, sample_face_photo, write_sample_video
+    from edge.demo import SAMPLE_NAME, sample_face_photo
     from edge.enrol import enrol_face
     from edge.gallery import Gallery, featurenet_fingerprint
 
-    video = write_sample_video(tmp_path / "clip.avi", n_frames=150)
+    video = _looped_clip(tmp_path / "clip.avi")
     parts = load_models(config_from_dict({"recognition": {"bundle": str(BUNDLE)}}), empty_gallery=True)
     face = enrol_face(sample_face_photo(), parts.detector, parts.featurenet)
     gallery = tmp_path / "state" / "gallery.npz"
