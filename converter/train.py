@@ -212,6 +212,7 @@ class Trainer:
 
         history: list[dict] = []
         best = (-np.inf, 0, device_weights(model))
+        best_seen, improved_at = -np.inf, 0   # strict improvements, for patience
         start_epoch = 0
         hard = Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
         if resume:
@@ -225,6 +226,10 @@ class Trainer:
                     bw = [(z[f"W{i}"], z[f"b{i}"]) for i in range(len(mc.layers))]
                 best = (state["best_val"] if state["best_val"] is not None else -np.inf,
                         state["best_epoch"], bw)
+                vals = [h["val"] for h in history if "val" in h]
+                if vals:
+                    best_seen = max(vals)
+                    improved_at = next(h["epoch"] for h in history if h.get("val") == best_seen)
                 if (self.ckpt / "hard.npz").is_file():
                     with np.load(self.ckpt / "hard.npz") as z:
                         hard = Pairs(z["i"], z["j"], z["same"])
@@ -263,6 +268,10 @@ class Trainer:
                 # has not settled on the targets' scale, which the calibrated threshold needs
                 if rec["val"] >= best[0] or epoch + 1 <= tc.min_epochs:
                     best = (rec["val"], epoch + 1, weights)
+                # patience counts from the last strict improvement, so a plateau (equal
+                # scores, e.g. a collapsed model) still stops
+                if rec["val"] > best_seen:
+                    best_seen, improved_at = rec["val"], epoch + 1
             else:
                 best = (None, epoch + 1, weights)
             history.append(rec)
@@ -274,7 +283,7 @@ class Trainer:
                                         "best_val": best[0] if best[0] != -np.inf else None,
                                         "best_epoch": best[1], "config": self._config_id()})
             if (val_pairs is not None and epoch + 1 >= tc.min_epochs
-                    and epoch + 1 - best[1] >= tc.patience):
+                    and epoch + 1 - improved_at >= tc.patience):
                 stopped = True
                 break
         bar.close()
