@@ -186,9 +186,10 @@ def cmd_eval(args) -> int:
     if args.pairs_txt:
         lists.append(read_pairs_txt(args.pairs_txt, args.images))
     for pl in lists:
-        pair_results.append(pairlist_evaluation(pl, Path(args.bundle) if args.bundle else None,
-                                                detector=args.detector, cache=args.cache,
-                                                progress=not args.quiet, log=_log))
+        for detector in args.detector:
+            pair_results.append(pairlist_evaluation(pl, Path(args.bundle) if args.bundle else None,
+                                                    detector=detector, cache=args.cache,
+                                                    progress=not args.quiet, log=_log))
     report = write_report(Path(args.out), glint, pair_results, command=_command(), shipped=args.encoding)
     print(f"wrote {report} (and results.json, plots) in {report.parent}")
     return 0
@@ -330,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", help="image folder for --pairs-txt (default: lfw/ beside it)")
     e.add_argument("--bundle", default=str(REPO / "models/default"),
                    help="bundle whose ModelNet and threshold score the pair lists (default: %(default)s)")
-    e.add_argument("--detector", default="dlib", choices=("dlib", "blazeface"),
-                   help="face detection + alignment for pair-list photos (default %(default)s)")
+    e.add_argument("--detector", nargs="+", default=["dlib"], choices=("dlib", "blazeface"),
+                   help="face detection + alignment for pair-list photos, one run each (default dlib)")
     e.add_argument("--out", default="reports/eval", help="report folder (default %(default)s)")
     e.set_defaults(func=cmd_eval)
 

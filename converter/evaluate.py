@@ -58,14 +58,27 @@ class EvalConfig:
 
 
 def variant_config(base: ModelNetConfig, variant: str) -> ModelNetConfig:
-    """"ENCODING[:FIRST_LAYER]" -> a ModelNet config; without a first layer, `concat` gets
-    the patent's plain (free) layer and the other encodings the base config's."""
-    enc, _, first = variant.partition(":")
+    """"ENCODING[:FIRST_LAYER[:DELTA_L2]]" -> a ModelNet config; without a first layer,
+    `concat` gets the patent's plain (free) layer and the other encodings the base
+    config's. (DELTA_L2, if given, is a training setting: see `variant_delta`.)"""
+    enc, _, rest = variant.partition(":")
+    first = rest.partition(":")[0]
     first = first or ("free" if enc == "concat" else base.first_layer)
     try:
         return ModelNetConfig(**{**base.to_dict(), "encoding": enc, "first_layer": first})
     except ValueError as exc:
         raise DoorlockError(f"ModelNet variant {variant!r}: {exc}") from None
+
+
+def variant_delta(variant: str, default: float) -> float:
+    """The deviation penalty a variant names ("symmetric:anchored:100"), else the default."""
+    parts = variant.split(":")
+    if len(parts) < 3 or not parts[2]:
+        return default
+    try:
+        return float(parts[2])
+    except ValueError:
+        raise DoorlockError(f"ModelNet variant {variant!r}: {parts[2]!r} is not a number") from None
 
 
 def fold_splits(fs: FeatureSet, k: int, seed: int, val_groups: int) -> list[dict]:
@@ -148,7 +161,8 @@ def identity_fold_evaluation(fs: FeatureSet, base: ModelNetConfig, tc: TrainConf
                 info[kind] = {"best_epoch": proj.best_epoch, "seconds": round(proj.seconds, 1)}
         for enc in ec.encodings:
             cfg = variant_config(base, enc)
-            tck = TrainConfig(**{**tc.to_dict(), "seed": tc.seed + k})
+            tck = TrainConfig(**{**tc.to_dict(), "seed": tc.seed + k,
+                                 "delta_l2": variant_delta(enc, tc.delta_l2)})
             res = Trainer(cfg, tck, progress=progress, log=log).fit(train, val)
             z1 = z_pairs(res.weights, test.feats, pairs, cfg)
             zm = z_pairs(res.weights, test.feats, pairs, cfg, test.flips)
@@ -172,11 +186,8 @@ def identity_fold_evaluation(fs: FeatureSet, base: ModelNetConfig, tc: TrainConf
             pooled.setdefault(name, []).append(s)
         pooled.setdefault("__same__", []).append(pairs.same)
         log("  " + "; ".join(f"{n}: TAR@1e-3 {_fmt(r['tar@0.001'])}" for n, r in results.items()))
-    same = np.concatenate(pooled.pop("__same__"))
-    curves = {}
-    for name, parts in pooled.items():
-        far, tar, _ = M.roc_curve(np.concatenate(parts), same)
-        curves[name] = _thin_curve(far, tar)
+    sames = pooled.pop("__same__")
+    curves = {name: _mean_roc(parts, sames) for name, parts in pooled.items()}
     return {
         "kind": "identity_folds",
         "features": fs.info, "identities": fs.identity_counts(),
@@ -206,6 +217,18 @@ def _thin_curve(far: np.ndarray, tar: np.ndarray, n: int = 400) -> dict:
     grid = np.geomspace(far[0], 1.0, n)
     idx = np.unique(np.clip(np.searchsorted(far, grid, side="right") - 1, 0, len(far) - 1))
     return {"far": far[idx].tolist(), "tar": tar[idx].tolist()}
+
+
+def _mean_roc(scores: list[np.ndarray], sames: list[np.ndarray], n: int = 300) -> dict:
+    """ROC averaged over folds at fixed FARs (each fold has its own trained model, so their
+    scores are not pooled): TAR(FAR) of each fold as a step function, then the mean."""
+    lo = max(1.0 / min(int((~y).sum()) for y in sames), 1e-6)
+    grid = np.geomspace(lo, 1.0, n)
+    tars = []
+    for s, y in zip(scores, sames):
+        far, tar, _ = M.roc_curve(s, y)
+        tars.append(tar[np.clip(np.searchsorted(far, grid, side="right") - 1, 0, len(far) - 1)])
+    return {"far": grid.tolist(), "tar": np.mean(tars, 0).tolist()}
 
 
 def _mean_over_folds(folds: list[dict]) -> dict:
@@ -372,11 +395,12 @@ def plot_roc(curves: dict, path: Path, title: str, min_far: float = 1e-5) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
-    for name, c in curves.items():
+    colours = plt.get_cmap("tab20").colors
+    for k, (name, c) in enumerate(curves.items()):
         if not c["far"]:
             continue
-        style = "--" if ("-M" in name or "int8" in name) else "-"
-        ax.plot(c["far"], c["tar"], style, label=name, lw=1.4)
+        style = ":" if "int8" in name else "--" if "-M" in name else "-"
+        ax.plot(c["far"], c["tar"], style, label=name, lw=1.4, color=colours[(2 * k) % 20 + (k // 10) % 2])
     ax.set_xscale("log")
     ax.set_xlim(min_far, 1)
     ax.set_xlabel("false accept rate")
@@ -475,6 +499,11 @@ def verdict(mean: dict, shipped_names: list[str]) -> list[str]:
         out.append(f"- {name}: TAR@1e-3 {100 * r[key]:.2f}% ({d_tar:+.2f} points against the better of "
                    f"L2/cosine), accuracy {100 * r['acc']:.2f}% ({d_acc:+.2f}) -> target "
                    f"{'met' if ok else 'NOT met'}.")
+        if "-M" in name and "L2-M" in mean and "cosine-M" in mean:
+            fm_tar = max(mean["L2-M"][key], mean["cosine-M"][key])
+            fm_acc = max(mean["L2-M"]["acc"], mean["cosine-M"]["acc"])
+            out.append(f"  Against the fixed metrics with the same mirrored-image averaging (L2-M / cosine-M): "
+                       f"TAR@1e-3 {100 * (r[key] - fm_tar):+.2f} points, accuracy {100 * (r['acc'] - fm_acc):+.2f}.")
         q = mean.get(name + " int8")
         if q is not None:
             dq = 100 * (q["acc"] - r["acc"])
@@ -536,7 +565,7 @@ def write_report(out: Path, glint: dict | None, pair_results: list[dict], comman
                   f"Feature extraction: {glint['features'].get('seconds', '?')} s for "
                   f"{2 * glint['features'].get('images', 0)} chips (cached); evaluation run {glint['seconds']:.0f} s.",
                   "", "![ROC](roc_glint.png)", "", "![z histogram](z_hist_glint.png)", ""]
-        plot_roc(glint["roc"], out / "roc_glint.png", "identity-disjoint folds (pooled over folds)")
+        plot_roc(glint["roc"], out / "roc_glint.png", "identity-disjoint folds (TAR averaged over folds)")
         cfg = ModelNetConfig(**{**mc, "hidden": tuple(mc["hidden"])})
         zh = glint["z_hist"]
         if zh.get("match"):
@@ -544,7 +573,7 @@ def write_report(out: Path, glint: dict | None, pair_results: list[dict], comman
                         f"BioMetricNet-1 {shipped}: z of held-out people's pairs (all folds)")
     for i, pr in enumerate(pair_results):
         name = Path(pr["source"]).stem
-        tag = f"pairs_{i}_{name}"
+        tag = f"pairs_{i}_{name}_{pr['detector']}"
         lines += [f"## Pair list `{pr['source']}` ({pr['detector']} detection + alignment)", "",
                   f"{pr['pairs']} pairs ({pr['matching']} matching). Accuracy: the 10-fold threshold protocol "
                   f"over the given pairs; TAR at FAR only where there are at least 1/FAR non-matching pairs. "
@@ -553,7 +582,16 @@ def write_report(out: Path, glint: dict | None, pair_results: list[dict], comman
         if pr["undetected_photos"]:
             lines += [f"No face found in: {', '.join(Path(p).name for p in pr['undetected_photos'])} "
                       "(their pairs count as rejections).", ""]
-        lines += [*_table(pr["methods"], extra_threshold=True), "", f"![ROC]({tag}_roc.png)", ""]
+        lines += [*_table(pr["methods"], extra_threshold=True), ""]
+        t = pr.get("bundle", {}).get("threshold")
+        if t:
+            cal = t.get("calibration", {})
+            oof = cal.get("out_of_fold", {}).get("BioMetricNet-1", {})
+            lines += [f"Bundle `{pr['bundle']['bundle']}` ({pr['bundle']['encoding']}): accept z < {t['value']} "
+                      f"(BioMetricNet-M: {t.get('value_flips')}), calibrated for FAR {t.get('far')} as "
+                      f"{cal.get('method', '?')}; on those out-of-fold pairs TAR "
+                      f"{_fmt(oof.get('tar_at_far'))}%.", ""]
+        lines += [f"![ROC]({tag}_roc.png)", ""]
         plot_roc(pr["roc"], out / f"{tag}_roc.png", f"{name} ({pr['detector']})", min_far=1e-3)
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     slim = dict(glint) if glint is not None else None

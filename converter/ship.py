@@ -175,7 +175,8 @@ def add_modelnet(bundle_path: str | Path, fs: FeatureSet, mc: ModelNetConfig, tc
             "layers": list(mc.layers), "input": "[f1, f2] raw FeatureNet features side by side (TFLite)",
             "score": "z (m = 1); lower = more alike" if mc.m == 1 else "||z - match centre||",
             "gallery_precompute": _precompute_note(mc.encoding),
-            "flips": "BioMetricNet-M (mean z over the 4 original/mirrored combinations) uses threshold.value_flips",
+            "flips": "BioMetricNet-M (recognition.flips: mean z over the 4 original/mirrored combinations) is "
+                     "calibrated as threshold.value_flips; the device applies threshold.value in both modes",
         }
         meta["threshold"] = {
             "metric": "z", "value": round(cal1["value"], 4), "accept": "below", "far": far,

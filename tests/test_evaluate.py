@@ -118,7 +118,7 @@ def test_deepface_pairs_at_the_bundles_threshold(modelnet_bundle, shared, tmp_pa
     assert r["L2"]["tar@0.01"] is not None and r["L2"]["tar@0.001"] is None  # 262 non-matching pairs
     report = write_report(tmp_path / "rep", None, [res], command="test")
     assert "| BioMetricNet-1 (bundle) int8 |" in report.read_text()
-    assert (tmp_path / "rep" / "pairs_0_master_roc.png").is_file()
+    assert (tmp_path / "rep" / "pairs_0_master_dlib_roc.png").is_file()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
