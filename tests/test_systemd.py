@@ -291,8 +291,10 @@ def test_enrol_script_end_to_end_with_stand_in_system_tools(tmp_path, shared):
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
     prefix = tmp_path / "prefix"
-    (prefix / ".venv" / "bin").mkdir(parents=True)
-    (prefix / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    prefix.mkdir()
+    # the whole environment, not only its interpreter: a lone symlinked python finds no
+    # pyvenv.cfg beside it and runs without the environment's packages
+    (prefix / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     run_dir = tmp_path / "run"
     me = pwd.getpwuid(os.getuid())  # the service user's stand-in
     ids = f"uid={os.getuid()},gid={os.getgid()}"
