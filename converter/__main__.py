@@ -181,6 +181,8 @@ def cmd_eval(args) -> int:
             ec.encodings = (*ec.encodings, ec.shipped)
         glint = identity_fold_evaluation(fs, _model_config(args), _train_config(args), ec,
                                          progress=not args.quiet, log=_log)
+        # written at once, so a later fault in the pair lists cannot lose the long part
+        write_report(Path(args.out), glint, [], command=_command(), shipped=args.encoding)
     pair_results = []
     lists = [read_pairs_csv(p) for p in args.pairs_csv or []]
     if args.pairs_txt:

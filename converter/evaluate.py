@@ -266,7 +266,7 @@ def pairlist_features(pl: PairList, detector: str, cache: Path | None, model=Non
     for p in images:
         h.update(p.read_bytes())
     cache_dir = Path(cache) if cache else default_cache_dir()
-    file = cache_dir / f"pairlist-{Path(pl.source).stem}-{detector}-{h.hexdigest()[:16]}.npz"
+    file = cache_dir / f"pairlist2-{Path(pl.source).stem}-{detector}-{h.hexdigest()[:16]}.npz"
     if file.is_file():
         with np.load(file, allow_pickle=False) as z:
             log(f"pair list features from cache {file}")
@@ -284,7 +284,7 @@ def pairlist_features(pl: PairList, detector: str, cache: Path | None, model=Non
         arr = np.stack([c for c in chips if c is not None])
         both = embed_chips(model, np.concatenate([arr, arr[:, :, ::-1]]))
         feats[ok], flips[ok] = both[:len(arr)], both[len(arr):]
-    out = {"feats": feats, "flips": flips, "found": ok, "paths": np.array([str(p) for p in images])}
+    out = {"feats": feats, "flips": flips, "found": ok, "paths": np.array([str(p.resolve()) for p in images])}
     if featurenet_int8 is not None and ok.any():
         from edge.runtime import TFLiteModel
 
@@ -313,8 +313,8 @@ def pairlist_evaluation(pl: PairList, bundle_path: Path | None, detector: str = 
     q8 = bundle.model_path("featurenet", "int8") if bundle and bundle.has_model("featurenet", "int8") else None
     F = pairlist_features(pl, detector, cache, featurenet_int8=q8, progress=progress, log=log)
     index = {p: i for i, p in enumerate(F["paths"].tolist())}
-    ia = np.array([index[str(p)] for p in pl.a])
-    ib = np.array([index[str(p)] for p in pl.b])
+    ia = np.array([index[str(p.resolve())] for p in pl.a])
+    ib = np.array([index[str(p.resolve())] for p in pl.b])
     found = F["found"][ia] & F["found"][ib]
     same = pl.same
 
