@@ -176,7 +176,8 @@ def add_modelnet(bundle_path: str | Path, fs: FeatureSet, mc: ModelNetConfig, tc
             "score": "z (m = 1); lower = more alike" if mc.m == 1 else "||z - match centre||",
             "gallery_precompute": _precompute_note(mc.encoding),
             "flips": "BioMetricNet-M (recognition.flips: mean z over the 4 original/mirrored combinations) is "
-                     "calibrated as threshold.value_flips; the device applies threshold.value in both modes",
+                     "calibrated as threshold.value_flips, which the device applies when recognition.flips is on "
+                     "(threshold.value otherwise)",
         }
         meta["threshold"] = {
             "metric": "z", "value": round(cal1["value"], 4), "accept": "below", "far": far,

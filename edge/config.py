@@ -56,7 +56,7 @@ class RecognitionConfig:
     gallery: str = _key("/var/lib/doorlock/gallery", "str")
     use_int8: bool = _key(True, "bool")
     use_edgetpu: bool | str = _key("auto", "edgetpu")
-    flips: bool = _key(False, "bool")
+    flips: bool = _key(True, "bool")
     threshold_override: float | None = _key(None, "float", optional=True)
     consecutive_frames: int = _key(3, "int", lo=1, hi=100)
     num_threads: int = _key(2, "int", lo=1, hi=64)

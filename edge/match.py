@@ -191,7 +191,9 @@ def matcher_from_bundle(bundle: Bundle, flips: bool = False,
                         shortlist: int | None = 64) -> Matcher:
     """The matcher the bundle declares, with its calibrated threshold."""
     t = bundle.threshold
-    threshold = float(threshold_override if threshold_override is not None else t["value"])
+    # BioMetricNet-M's z has its own calibrated threshold (same FAR), where the bundle has one
+    own = t["value_flips"] if flips and "value_flips" in t else t["value"]
+    threshold = float(threshold_override if threshold_override is not None else own)
     if t.get("accept", "below") != "below":
         raise BundleError(f"{bundle.path}: threshold rule {t.get('accept')!r} is not supported")
     kind = bundle.matcher.get("kind")

@@ -142,3 +142,19 @@ def test_shortlist_keeps_the_decision_on_a_large_gallery(encoding):
     assert set(np.flatnonzero(finite)) == set(nearest)
     best_on_list = nearest[np.argmin(a[nearest])]
     assert short.match(probe).best == g.labels[best_on_list]
+
+
+def test_each_mode_decides_at_its_own_calibrated_threshold():
+    """The shipped bundle calibrates BioMetricNet-1 and -M separately (same FAR): the
+    device applies the one of the mode it runs, and an override beats both."""
+    from pathlib import Path
+
+    from edge.bundle import load_bundle
+    from edge.match import matcher_from_bundle
+
+    b = load_bundle(Path(__file__).resolve().parents[1] / "models" / "default")
+    t = b.threshold
+    assert t["value"] != t["value_flips"]
+    assert matcher_from_bundle(b, flips=False).threshold == pytest.approx(t["value"])
+    assert matcher_from_bundle(b, flips=True).threshold == pytest.approx(t["value_flips"])
+    assert matcher_from_bundle(b, flips=True, threshold_override=5.0).threshold == 5.0
