@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from .errors import DoorlockError
+# Before numpy loads: one probe against the gallery per frame gains nothing from a
+# multithreaded BLAS, whose spinning threads only take the cores from LiteRT (edge bench:
+# 1:N frame time 1.68x at 10,000 vectors with it, see README). doorlock.service sets the
+# same; a setting of the user's own wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from .errors import DoorlockError  # noqa: E402
 
 log = logging.getLogger("doorlock")
 
