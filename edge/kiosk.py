@@ -135,10 +135,10 @@ class Kiosk:
             gate.observe(frame, face, self.stats.frames)
         size = self.featurenet.size[0]
         chip = self._timed("align", align_blazeface, frame, face, self.template, size)
-        feature = self._timed("embed", self.featurenet.embed, chip)
-        flip = None
         if self.flips:
-            flip = self._timed("embed", self.featurenet.embed, np.ascontiguousarray(chip[:, ::-1]))
+            feature, flip = self._timed("embed", self.featurenet.embed_with_mirror, chip)
+        else:
+            feature, flip = self._timed("embed", self.featurenet.embed, chip), None
         return self._timed("match", self.matcher.match, feature, flip)
 
     def step(self, frame: np.ndarray) -> Decision | None:

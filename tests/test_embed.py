@@ -66,6 +66,19 @@ def test_int8_and_float_agree_on_a_real_chip(bundle, shared):
         assert a.shape == (128,) and a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
 
 
+@pytest.mark.parametrize("precision", ["int8", "float"])
+def test_chip_and_mirror_in_one_run_equal_two_single_runs(bundle, precision):
+    """BioMetricNet-M's batch of 2 gives exactly the features of two separate runs."""
+    chip = np.random.default_rng(3).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    fn = embed.FeatureNet(bundle, precision)
+    a, m = fn.embed_with_mirror(chip)
+    np.testing.assert_allclose(a, fn.embed(chip), atol=1e-5)
+    np.testing.assert_allclose(m, fn.embed(np.ascontiguousarray(chip[:, ::-1])), atol=1e-5)
+    assert not np.allclose(a, m)
+    with pytest.raises(ValueError, match="FeatureNet wants"):
+        fn.embed_with_mirror(np.zeros((112, 112, 3), np.uint8))
+
+
 def test_wrong_chip_size_is_refused(bundle):
     with pytest.raises(ValueError, match="FeatureNet wants"):
         embed.FeatureNet(bundle).embed(np.zeros((112, 112, 3), np.uint8))

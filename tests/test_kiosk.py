@@ -220,6 +220,8 @@ def test_exception_in_inference_locks(astronaut_parts, astronaut, tmp_path):
         def embed(self, chip):
             raise ValueError("tensor arena corrupted")
 
+        embed_with_mirror = embed   # BioMetricNet-M's one run on the chip and its mirror
+
     kiosk.featurenet = Broken()
     events = []
     kiosk.on_decision = lambda d: events.append((d.event, _pin_is_energised(relay), d.error))
