@@ -415,6 +415,7 @@ class Plan:
     out: Path
     audit: bool
     plot: bool
+    screen: bool = True
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -505,7 +506,8 @@ def make_plan(args) -> Plan:
     scaling = () if args.scaling.strip().lower() in ("", "none", "off") else _sizes(args.scaling)
     return Plan(cfg, source, label, is_file, enrolment, truth, max_frames, args.start_frame,
                 scaling, max(1, args.repeats if args.repeats is not None else 3 if is_file else 1),
-                not args.no_precision, args.compare, out, not args.no_audit, not args.no_plot)
+                not args.no_precision, args.compare, out, not args.no_audit, not args.no_plot,
+                not args.no_screen)
 
 
 def _sizes(text: str) -> tuple:
@@ -609,6 +611,11 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
     report["doorlock"] = main.summary(plan.truth)
     report["doorlock"]["per_frame"] = {str(k): v for k, v in sorted(main.per_frame.items())}
 
+    # 1b. the kiosk screen: its renderer thread's cost, on this clip's own frames
+    if plan.screen:
+        _say("timing the kiosk screen's renderer", quiet)
+        report["screen"] = screen_report(plan, cfg, report["doorlock"])
+
     # 2. int8 vs float
     if plan.precision:
         other = "float" if parts.featurenet.precision != "float" else "int8"
@@ -670,6 +677,48 @@ def _json_default(o):
 
 def _ratio(a, b) -> float | None:
     return float(a) / float(b) if a is not None and b not in (None, 0) else None
+
+
+def _clip_frames(plan: Plan, n: int) -> list:
+    """Up to n RGB frames of the benchmarked video (none for a live camera)."""
+    if not plan.is_file:
+        return []
+    import cv2
+
+    cap = cv2.VideoCapture(plan.source)
+    try:
+        if plan.start_frame > 1:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, plan.start_frame - 1)
+        frames = []
+        while len(frames) < n:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+        return frames
+    finally:
+        cap.release()
+
+
+def screen_report(plan: Plan, cfg, doorlock: dict, n: int = 60) -> dict:
+    """What the kiosk screen costs: ms per drawn image (preview, face box, prompt) at the
+    configured size, and what that is at the configured drawing rate. The renderer runs in
+    its own thread at screen.fps, so this is CPU taken beside recognition, not time added
+    to a frame; the bench's own run draws nothing (relay and screen are off)."""
+    from .screen import render_cost_ms
+
+    sc = cfg.screen
+    frames = _clip_frames(plan, n)
+    try:
+        ms = render_cost_ms(frames or n, sc.width, sc.height)
+    except DoorlockError as exc:
+        return {"skipped": str(exc)}
+    frame_ms = doorlock.get("frame", {}).get("mean_ms")
+    return {"render_ms": ms, "width": sc.width, "height": sc.height, "fps": sc.fps,
+            "images": len(frames) or n, "frames": "clip" if frames else "synthetic",
+            "configured_mode": sc.mode,
+            "cores_at_fps": ms * sc.fps / 1000.0,
+            "relative_to_frame": _ratio(ms, frame_ms)}
 
 
 def precision_report(main: RunResult, alt: RunResult, parts, oparts, truth) -> dict:
@@ -873,6 +922,18 @@ def format_report(rep: dict) -> str:
                             + (f" (at {ids['wrong_frames'][:10]})" if ids["wrong"] else "")
                             + f" [truth: {rep['truth']}]" if ids["correct"] is not None else "no ground truth")
           + "; accepted per identity: " + (", ".join(f"{k} {v}" for k, v in d["accepted_frames"].items()) or "none")]
+
+    scr = rep.get("screen")
+    if scr and "skipped" in scr:
+        L += ["", f"kiosk screen: skipped ({scr['skipped']})"]
+    elif scr:
+        L += ["", f"kiosk screen (renderer thread, {scr['width']}x{scr['height']}, {scr['images']} "
+                  f"{'frames of this clip' if scr['frames'] == 'clip' else 'synthetic frames'}): "
+                  f"{scr['render_ms']:.2f} ms per drawn image"
+                  + (f" ({scr['relative_to_frame']:.2f}x a recognition frame's mean time)"
+                     if scr.get("relative_to_frame") is not None else "")
+                  + f"; at screen.fps = {scr['fps']:g} that is {scr['cores_at_fps']:.2f} of a core, "
+                  "beside recognition, not in its path"]
 
     pr = rep.get("precision")
     if pr and "skipped" in pr:
@@ -1088,6 +1149,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "pip install --no-deps face_recognition)")
     b.add_argument("--no-audit", action="store_true", help="do not write (and time) the audit log")
     b.add_argument("--no-plot", action="store_true", help="no PNG plot")
+    b.add_argument("--no-screen", action="store_true",
+                   help="skip timing the kiosk screen's renderer")
     b.add_argument("--out", help="folder for bench.json, bench.txt, bench.png "
                                  "(default: a new doorlock-bench-* folder in the temp directory)")
     b.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")

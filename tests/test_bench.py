@@ -62,6 +62,10 @@ def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, 
     assert pr["ratios"]["model_bytes"]["int8_over_float"] < 0.5
     assert 0 < pr["agreement"] <= 1
 
+    scr = rep["screen"]  # the kiosk screen's renderer, timed on the clip's own frames
+    assert scr["render_ms"] > 0 and scr["frames"] == "clip" and scr["images"] > 0
+    assert scr["cores_at_fps"] == pytest.approx(scr["render_ms"] * scr["fps"] / 1000)
+
     sc = rep["scaling"]
     assert sc["sizes"] == [1, 100, 1000, 10000]
     # the shipped bundle's own ModelNet is scaled; no stand-in ModelNet is needed beside it
@@ -76,7 +80,7 @@ def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, 
 
     assert (out / "bench.txt").read_text().strip() == table.strip()
     for heading in ("stage", "p50 ms", "p95 ms", "end to end:", "frames/s", "peak RSS", "CPU",
-                    "decisions:", "int8 vs float", "1:N scaling", "10,000", "targets:", "files:"):
+                    "decisions:", "kiosk screen", "ms per drawn image", "int8 vs float", "1:N scaling", "10,000", "targets:", "files:"):
         assert heading in table, heading
 
 
