@@ -30,6 +30,9 @@ import time
 
 log = logging.getLogger(__name__)
 
+# How long a state change (READY, RELOADING, STOPPING) may wait for room in systemd's queue.
+STATE_RETRY_S = 2.0
+
 
 class Notifier:
     """sd_notify: send state changes to systemd over $NOTIFY_SOCKET."""
@@ -58,18 +61,29 @@ class Notifier:
     def enabled(self) -> bool:
         return self.address is not None
 
-    def send(self, *fields: str) -> bool:
-        """Send one notification (fields like "READY=1"); False if it could not be sent."""
+    def send(self, *fields: str, retry_s: float = 0.0) -> bool:
+        """Send one notification (fields like "READY=1"); False if it could not be sent.
+
+        The socket never blocks: a busy systemd costs a dropped WATCHDOG or STATUS ping,
+        never a stalled lock. A state change (READY, RELOADING, STOPPING) must not be lost:
+        systemd would keep the unit "reloading" waiting for READY=1, so those retry for up
+        to `retry_s` while the receiver's queue is full."""
         if self.address is None:
             return False
         msg = "\n".join(fields).encode("utf-8")
+        deadline = time.monotonic() + retry_s
         try:
             if self._sock is None:
-                # non-blocking: a busy systemd costs a dropped ping, never a stalled lock
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                                            | socket.SOCK_NONBLOCK)
-            self._sock.sendto(msg, self.address)
-            return True
+            while True:
+                try:
+                    self._sock.sendto(msg, self.address)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.005)
         except BlockingIOError:
             self.dropped += 1
             return False
@@ -80,7 +94,7 @@ class Notifier:
             return False
 
     def ready(self, status: str | None = None) -> bool:
-        return self.send("READY=1", *([f"STATUS={status}"] if status else []))
+        return self.send("READY=1", *([f"STATUS={status}"] if status else []), retry_s=STATE_RETRY_S)
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
@@ -89,7 +103,7 @@ class Notifier:
         return self.send("WATCHDOG=1") if self.watchdog_for_us else False
 
     def stopping(self, status: str | None = None) -> bool:
-        return self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))
+        return self.send("STOPPING=1", *([f"STATUS={status}"] if status else []), retry_s=STATE_RETRY_S)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -152,7 +166,7 @@ class GalleryReloader:
         if not self.pending:
             return
         self.pending = False
-        self.notifier.send("RELOADING=1", "STATUS=reloading the gallery")
+        self.notifier.send("RELOADING=1", "STATUS=reloading the gallery", retry_s=STATE_RETRY_S)
         try:
             gallery = self.load()
             self.apply(gallery)

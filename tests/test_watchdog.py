@@ -91,6 +91,29 @@ def test_notifier_speaks_the_protocol(systemd):
     n.close()
 
 
+def test_a_full_queue_drops_pings_but_never_a_state_change(systemd):
+    """systemd reading late: WATCHDOG pings may be dropped (the lock never stalls on
+    them), but READY=1 after a reload waits for room, else the unit would stay
+    "reloading"."""
+    import threading
+
+    n = Notifier({"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "30000000"})
+    sent = 0
+    while n.ping():       # fill the receiver's queue
+        sent += 1
+        assert sent < 100_000
+    assert n.dropped == 1 and not n.ping() and n.dropped == 2
+    t = time.monotonic()
+    reader = threading.Timer(0.3, lambda: systemd.receive())  # systemd catches up later
+    reader.start()
+    assert n.ready("gallery reloaded: 2 people enrolled")
+    reader.join()
+    assert time.monotonic() - t >= 0.25
+    systemd.receive()
+    assert {"READY": "1", "STATUS": "gallery reloaded: 2 people enrolled"} in systemd.messages
+    n.close()
+
+
 def test_abstract_socket_and_no_socket():
     fake = FakeSystemd(abstract=True)
     try:
