@@ -680,24 +680,17 @@ def _ratio(a, b) -> float | None:
 
 
 def _clip_frames(plan: Plan, n: int) -> list:
-    """Up to n RGB frames of the benchmarked video (none for a live camera)."""
+    """Up to n RGB frames of the benchmarked video from --start-frame on (none for a live
+    camera), read as the kiosk reads them."""
     if not plan.is_file:
         return []
-    import cv2
+    from itertools import islice
 
-    cap = cv2.VideoCapture(plan.source)
-    try:
-        if plan.start_frame > 1:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, plan.start_frame - 1)
-        frames = []
-        while len(frames) < n:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-        return frames
-    finally:
-        cap.release()
+    from .camera import VideoFileCamera
+
+    with VideoFileCamera(plan.source) as camera:
+        _skip(camera, plan.start_frame)
+        return list(islice(camera, n))
 
 
 def screen_report(plan: Plan, cfg, doorlock: dict, n: int = 60) -> dict:

@@ -59,21 +59,24 @@ class FeatureNet:
         self._num_threads = num_threads
         self._pair_model = None   # batch-of-2 interpreter, made on first use
 
-    def embed(self, chip_rgb: np.ndarray) -> np.ndarray:
-        """One aligned RGB chip (uint8 HxWx3, the bundle's input size) -> (d,) float32."""
+    def _check(self, chip_rgb: np.ndarray) -> None:
         if chip_rgb.shape[:2] != tuple(self.size):
             raise ValueError(f"chip is {chip_rgb.shape[:2]}, FeatureNet wants {self.size}")
+
+    def embed(self, chip_rgb: np.ndarray) -> np.ndarray:
+        """One aligned RGB chip (uint8 HxWx3, the bundle's input size) -> (d,) float32."""
+        self._check(chip_rgb)
         return self.model(chip_rgb[None].astype(np.float32))[0]
 
     def embed_with_mirror(self, chip_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The chip's feature and its mirror image's (BioMetricNet-M), in one batch-of-2
         run on the CPU (about 7% less time than two runs); two runs on the Edge TPU,
         whose compiled graph has a fixed batch of 1."""
-        if chip_rgb.shape[:2] != tuple(self.size):
-            raise ValueError(f"chip is {chip_rgb.shape[:2]}, FeatureNet wants {self.size}")
-        both = np.stack([chip_rgb, chip_rgb[:, ::-1]]).astype(np.float32)
+        self._check(chip_rgb)
+        mirror = chip_rgb[:, ::-1]
         if self.model.on_edgetpu:
-            return self.model(both[:1])[0], self.model(both[1:])[0]
+            return self.embed(chip_rgb), self.embed(mirror)
+        both = np.stack([chip_rgb, mirror]).astype(np.float32)
         if self._pair_model is None:
             self._pair_model = TFLiteModel(self.model.path, num_threads=self._num_threads)
             self._pair_model.resize_batch(2)
