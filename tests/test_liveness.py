@@ -221,6 +221,8 @@ def test_evaluation_command_reports_apcer_and_bpcer(shared, tmp_path, capsys):
     on the planar attacks and 0% BPCER on the live clip at the default strictness."""
     from edge.__main__ import main
 
+    shared("data", "faces")  # the attack photos and the live clip: skip with a reason without them
+    shared("data", "video", "short_hamilton_clip.mp4")
     out = tmp_path / "eval.json"
     rc = main(["liveness-eval", "--photos", "2", "--species", "print,screen", "--frames", "20",
                "--strictness", "normal", "--json", str(out), "--quiet"])
