@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", help="image folder for --pairs-txt (default: lfw/ beside it)")
     e.add_argument("--bundle", default=str(REPO / "models/default"),
                    help="bundle whose ModelNet and threshold score the pair lists (default: %(default)s)")
-    e.add_argument("--detector", nargs="+", default=["dlib"], choices=("dlib", "blazeface"),
+    e.add_argument("--detector", nargs="+", default=["dlib"], choices=("dlib", "blazeface", "mesh"),
                    help="face detection + alignment for pair-list photos, one run each (default dlib)")
     e.add_argument("--out", default="reports/eval", help="report folder (default %(default)s)")
     e.set_defaults(func=cmd_eval)

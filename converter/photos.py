@@ -7,8 +7,11 @@ Two detectors:
   dlib's ResNet, so our numbers compare with its published ones. Needs the `dlib-bin`
   wheel on the desktop (a converter-side dependency only; the device never imports dlib)
   and the landmark model from `face-recognition-models`.
-- `blazeface`: the device's own pipeline, `edge.detect` (BlazeFace) and `edge.align`
-  onto the bundle's template.
+- `blazeface`: `edge.detect` (BlazeFace) and `edge.align` by BlazeFace's keypoints onto
+  the bundle's template (the device's alignment before the face mesh).
+- `mesh`: the device's own pipeline: BlazeFace, the face mesh's template points
+  (`FaceDetector.refine`, `edge.align.align_detected`), BlazeFace's keypoints where the
+  mesh is unusable.
 The largest face of a photo is used; a photo without a face gets no chip and every pair
 that uses it counts as a rejection (a wrong decision for a matching pair).
 """
@@ -23,7 +26,7 @@ from edge.errors import DoorlockError
 
 from .faces import read_rgb
 
-DETECTORS = ("dlib", "blazeface")
+DETECTORS = ("dlib", "blazeface", "mesh")
 
 
 class ChipMaker:
@@ -36,7 +39,7 @@ class ChipMaker:
                 import dlib
             except ImportError:
                 raise DoorlockError("the dlib detector needs the dlib-bin wheel "
-                                    "(pip install dlib-bin), or use --detector blazeface") from None
+                                    "(pip install dlib-bin), or use --detector mesh") from None
             import face_recognition_models
 
             self._dlib = dlib
@@ -46,8 +49,8 @@ class ChipMaker:
             from edge.align import DLIB_CHIP_TEMPLATE_150
             from edge.detect import FaceDetector
 
-            self._det = FaceDetector("full", min_face_px=20)
-            self._det_short = FaceDetector("short", min_face_px=20)
+            self._det = FaceDetector("full", min_face_px=20, landmarks=detector == "mesh")
+            self._det_short = FaceDetector("short", min_face_px=20, landmarks=detector == "mesh")
             self._template = DLIB_CHIP_TEMPLATE_150 if template is None else np.asarray(template)
 
     def chip(self, img: np.ndarray) -> np.ndarray | None:
@@ -63,12 +66,17 @@ class ChipMaker:
             r = max(rects, key=lambda r: r.width() * r.height())
             shape = self._shape(img, r)
             return np.asarray(self._dlib.get_face_chip(img, shape, size=self.size, padding=0.25))
-        from edge.align import align_blazeface
+        from edge.align import align_blazeface, align_detected
 
-        faces = self._det.detect(img) or self._det_short.detect(img)
+        det = self._det
+        faces = det.detect(img)
+        if not faces:
+            det, faces = self._det_short, self._det_short.detect(img)
         if not faces:
             return None
         face = max(faces, key=lambda f: f.width * f.height)
+        if self.detector_name == "mesh":
+            return align_detected(img, det.refine(img, face), self._template, self.size)
         return align_blazeface(img, face, self._template, self.size)
 
 

@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
         if demo:
             parts = load_models(cfg, empty_gallery=True)
             face = enrol_face(sample_face_photo(), parts.detector, parts.featurenet)
-            parts.gallery.add(SAMPLE_NAME, face.vector, flips=face.flip, source="skimage astronaut")
+            parts.gallery.add_faces(SAMPLE_NAME, [face], source="skimage astronaut")
             parts.gallery.save(gallery_file(cfg.recognition.gallery))
             print(f"demo: enrolled {SAMPLE_NAME!r} from the sample photo", flush=True)
         else:
@@ -172,19 +172,17 @@ def cmd_enrol(args) -> int:
     gpath = gallery_file(args.gallery or cfg.recognition.gallery)
     parts = load_models(cfg, empty_gallery=True)
     fp = featurenet_fingerprint(parts.bundle)
-    vecs, flips = [], []
+    faces = []
     for photo in args.photo:
         try:
             face = enrol_face(read_photo(photo), parts.detector, parts.featurenet)
         except EnrolError as exc:
             print(f"rejected {photo}: {exc}", file=sys.stderr)
             continue
-        vecs.append(face.vector)
-        flips.append(face.flip)
+        faces.append(face)
         print(f"accepted {photo} (face {face.face_px:.0f} px, sharpness {face.sharpness:.0f})")
-    if not vecs:
+    if not faces:
         raise DoorlockError(f"no usable photo of {args.name}; gallery unchanged")
-    import numpy as np
 
     with gallery_lock(gpath):  # load -> add -> save as one step against a USB enrolment
         try:
@@ -193,9 +191,9 @@ def cmd_enrol(args) -> int:
             if gpath.exists():
                 raise
             gallery = Gallery(fp, parts.featurenet.dim)
-        gallery.add(args.name, np.stack(vecs), flips=np.stack(flips), source="photos")
+        gallery.add_faces(args.name, faces, source="photos")
         gallery.save(gpath)
-    print(f"enrolled {args.name!r} ({len(vecs)} photo(s)) in {gpath}; {len(gallery)} people enrolled")
+    print(f"enrolled {args.name!r} ({len(faces)} photo(s)) in {gpath}; {len(gallery)} people enrolled")
     return 0
 
 

@@ -170,6 +170,21 @@ def align_blazeface(frame_rgb: np.ndarray, face, template5: np.ndarray, size: in
                       size, border)
 
 
+def align_detected(frame_rgb: np.ndarray, face, template5: np.ndarray, size: int = 150,
+                   border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Align a detected face onto the 5-point template by the best points it has: its face
+    mesh's five template points (edge.landmarks.Mesh.points5) when the mesh is confident,
+    else BlazeFace's keypoints (align_blazeface).
+
+    Measured on the Hamilton clip, BioMetricNet-M against the two enrolment photos: mean z
+    of the enrolled person's close-up frames 10.80 with BlazeFace's keypoints, 9.95 with the
+    mesh's points; the lowest z of a person not enrolled 13.59 and 13.69 (higher is safer)."""
+    mesh = getattr(face, "mesh", None)
+    if mesh is not None and mesh.usable:
+        return align_face(frame_rgb, mesh.points5(), np.asarray(template5, np.float64), size, border)
+    return align_blazeface(frame_rgb, face, template5, size, border)
+
+
 def remap_chip(chip: np.ndarray, from_template: np.ndarray, to_template: np.ndarray, size: int,
                border: int = REMAP_BORDER) -> np.ndarray:
     """Move an already-aligned crop from one template to another (e.g. a 112x112 ArcFace

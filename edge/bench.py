@@ -352,13 +352,11 @@ def enrol_gallery(parts, enrolment: Enrolment):
 
     g = Gallery(featurenet_fingerprint(parts.bundle), parts.featurenet.dim)
     for name, photos in enrolment.people:
-        vecs, flips = [], []
+        faces = []
         for p in photos:
             img = read_photo(p) if isinstance(p, (str, Path)) else p
-            face = enrol_face(img, parts.detector, parts.featurenet)
-            vecs.append(face.vector)
-            flips.append(face.flip)
-        g.add(name, np.stack(vecs), flips=np.stack(flips), source="bench")
+            faces.append(enrol_face(img, parts.detector, parts.featurenet))
+        g.add_faces(name, faces, source="bench")
     return g
 
 

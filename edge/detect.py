@@ -45,6 +45,7 @@ class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
     score: float                             # sigmoid confidence, 0..1
     keypoints: np.ndarray                    # (6, 2) frame pixels, KEYPOINT_NAMES order
+    mesh: object = None                      # edge.landmarks.Mesh once refined (FaceDetector.refine)
 
     @property
     def width(self) -> float:
@@ -139,11 +140,16 @@ class FaceDetector:
 
     "short" (128x128 input) suits faces within ~2 m of the camera, the door-lock case;
     "full" (192x192) also finds small, distant faces. `min_face_px` drops faces whose box
-    is narrower than that many frame pixels: too small to recognise reliably."""
+    is narrower than that many frame pixels: too small to recognise reliably.
+
+    `refine(frame_rgb, face)` adds the face mesh (edge.landmarks) to the one face to be
+    judged, whose points alignment then uses: the kiosk and enrolment both go through it,
+    so gallery and probe chips are made the same way. `landmarks=False` leaves faces with
+    BlazeFace's keypoints only."""
 
     def __init__(self, model: str = "short", min_score: float = 0.5, min_face_px: float = 40,
                  nms_iou: float = 0.3, num_threads: int | None = None, models_dir: Path | None = None,
-                 nms: str = "weighted"):
+                 nms: str = "weighted", landmarks: bool = True):
         if model not in MODELS:
             raise DoorlockError(f"unknown detector model {model!r} (use 'short' or 'full')")
         if not 0.0 <= min_score <= 1.0:
@@ -176,6 +182,8 @@ class FaceDetector:
             if n != len(self.anchors):
                 raise DoorlockError(f"{path.name}: {n} predictions but {len(self.anchors)} anchors")
         self.min_score, self.min_face_px, self.nms_iou, self.nms = min_score, min_face_px, nms_iou, nms
+        self.landmarks = landmarks
+        self._num_threads, self._mesh = num_threads, None
 
     def letterbox(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """The frame shrunk to fit the model input with its aspect ratio kept, centred on
@@ -230,6 +238,17 @@ class FaceDetector:
                 faces.append(face)
         faces.sort(key=lambda f: f.width * f.height, reverse=True)
         return faces
+
+
+    def refine(self, frame_rgb: np.ndarray, face: Face) -> Face:
+        """The face with its mesh (face.mesh), when landmarks are on; the same Face object."""
+        if self.landmarks:
+            if self._mesh is None:
+                from .landmarks import FaceMesh
+
+                self._mesh = FaceMesh(self._num_threads)
+            face.mesh = self._mesh.run(frame_rgb, face)
+        return face
 
 
 def largest_face(faces: list[Face]) -> Face | None:

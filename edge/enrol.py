@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .align import align_blazeface
+from .align import align_blazeface, align_detected
 from .detect import FaceDetector
 from .embed import FeatureNet
 from .errors import DoorlockError
@@ -28,10 +28,19 @@ class EnrolError(DoorlockError):
 
 @dataclass
 class EnrolledFace:
+    """One photo's features: of the chip aligned by the face mesh and of its mirror image,
+    and the same aligned by BlazeFace's keypoints (for probes whose mesh is unusable)."""
+
     vector: np.ndarray
     flip: np.ndarray
     face_px: float
     sharpness: float
+    kp_vector: np.ndarray = None
+    kp_flip: np.ndarray = None
+
+    def __post_init__(self):
+        if self.kp_vector is None:
+            self.kp_vector, self.kp_flip = self.vector, self.flip
 
 
 def read_photo(path: str | Path) -> np.ndarray:
@@ -61,10 +70,11 @@ def enrol_face(image_rgb: np.ndarray, detector: FaceDetector, featurenet: Featur
     if size < min_face_px:
         raise EnrolError(f"face too small ({size:.0f} px wide, need {min_face_px:.0f})")
     template = featurenet.bundle.template_points()
-    chip = align_blazeface(image_rgb, face, template, featurenet.size[0])
+    chip = align_detected(image_rgb, detector.refine(image_rgb, face), template, featurenet.size[0])
     sharp = sharpness(chip)
     if sharp < min_sharpness:
         raise EnrolError(f"face too blurred (sharpness {sharp:.0f}, need {min_sharpness:.0f})")
-    vec = featurenet.embed(chip)
-    flip = featurenet.embed(np.ascontiguousarray(chip[:, ::-1]))
-    return EnrolledFace(vec, flip, size, sharp)
+    vec, flip = featurenet.embed_with_mirror(chip)
+    kp_chip = align_blazeface(image_rgb, face, template, featurenet.size[0])
+    kp_vec, kp_flip = featurenet.embed_with_mirror(kp_chip)
+    return EnrolledFace(vec, flip, size, sharp, kp_vec, kp_flip)

@@ -161,6 +161,11 @@ class Gallery:
     labels: np.ndarray = None   # (n,) str
     flips: np.ndarray = None    # (n, d) features of the mirrored images (BioMetricNet-M)
     people: dict = field(default_factory=dict)  # name -> info (enrolled_at, source, count)
+    # The same photos aligned by BlazeFace's keypoints instead of the face mesh (n, d), and
+    # mirrored: a probe whose mesh is unusable is aligned that way, and must be compared
+    # with chips made the same way (mixing the two shifts z). Default: the vectors above.
+    kp_vectors: np.ndarray = None
+    kp_flips: np.ndarray = None
 
     def __post_init__(self):
         if self.vectors is None:
@@ -169,6 +174,16 @@ class Gallery:
             self.labels = np.zeros((0,), dtype="U1")
         if self.flips is None:
             self.flips = self.vectors.copy()
+        if self.kp_vectors is None:
+            self.kp_vectors = self.vectors.copy()
+        if self.kp_flips is None:
+            self.kp_flips = self.flips.copy()
+
+    def keypoint_view(self) -> "Gallery | None":
+        """The gallery of keypoint-aligned vectors, or None where it has none of its own."""
+        if np.array_equal(self.kp_vectors, self.vectors) and np.array_equal(self.kp_flips, self.flips):
+            return None
+        return Gallery(self.fingerprint, self.dim, self.kp_vectors, self.labels, self.kp_flips, self.people)
 
     @property
     def names(self) -> list[str]:
@@ -177,12 +192,17 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.people)
 
-    def add(self, name: str, vectors: np.ndarray, flips: np.ndarray | None = None, **info) -> None:
+    def add(self, name: str, vectors: np.ndarray, flips: np.ndarray | None = None,
+            kp_vectors: np.ndarray | None = None, kp_flips: np.ndarray | None = None, **info) -> None:
         """Enrol (or re-enrol, replacing) a person with one or more feature vectors, and the
-        features of the same images mirrored (for BioMetricNet-M; defaults to the originals)."""
+        features of the same images mirrored (for BioMetricNet-M; defaults to the originals),
+        and of the same images aligned by keypoints (defaults to the vectors)."""
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         flips = vectors if flips is None else np.atleast_2d(np.asarray(flips, np.float32))
-        for v in (vectors, flips):
+        kp_vectors = vectors if kp_vectors is None else np.atleast_2d(np.asarray(kp_vectors, np.float32))
+        kp_flips = (flips if kp_vectors is vectors else kp_vectors) if kp_flips is None \
+            else np.atleast_2d(np.asarray(kp_flips, np.float32))
+        for v in (vectors, flips, kp_vectors, kp_flips):
             if v.shape != vectors.shape or v.shape[1] != self.dim or not np.all(np.isfinite(v)):
                 raise GalleryError(f"bad feature vectors for {name!r}: shape {v.shape}")
         if not name or name != name.strip() or "\n" in name:
@@ -190,15 +210,22 @@ class Gallery:
         self.remove(name)
         self.vectors = np.concatenate([self.vectors, vectors])
         self.flips = np.concatenate([self.flips, flips])
+        self.kp_vectors = np.concatenate([self.kp_vectors, kp_vectors])
+        self.kp_flips = np.concatenate([self.kp_flips, kp_flips])
         self.labels = np.concatenate([self.labels, np.array([name] * len(vectors))])
         self.people[name] = {"enrolled_at": utc_now(), "vectors": len(vectors), **info}
+
+    def add_faces(self, name: str, faces, **info) -> None:
+        """Enrol a person from edge.enrol.EnrolledFace results (one per photo)."""
+        self.add(name, np.stack([f.vector for f in faces]), np.stack([f.flip for f in faces]),
+                 np.stack([f.kp_vector for f in faces]), np.stack([f.kp_flip for f in faces]), **info)
 
     def remove(self, name: str) -> bool:
         if name not in self.people:
             return False
         keep = self.labels != name
         self.vectors, self.labels = self.vectors[keep], self.labels[keep]
-        self.flips = self.flips[keep]
+        self.flips, self.kp_vectors, self.kp_flips = self.flips[keep], self.kp_vectors[keep], self.kp_flips[keep]
         del self.people[name]
         return True
 
@@ -210,9 +237,11 @@ class Gallery:
         header = {"schema": SCHEMA, "version": VERSION, "featurenet_sha256": self.fingerprint,
                   "d": self.dim, "saved_at": utc_now(), "people": self.people,
                   "digest": _digest(np.concatenate([self.vectors, self.flips]), self.labels),
-                  "people_digest": _people_digest(self.people)}
+                  "people_digest": _people_digest(self.people),
+                  "kp_digest": _digest(np.concatenate([self.kp_vectors, self.kp_flips]), self.labels)}
         buf = io.BytesIO()
         np.savez(buf, vectors=self.vectors.astype(np.float32), flips=self.flips.astype(np.float32),
+                 kp_vectors=self.kp_vectors.astype(np.float32), kp_flips=self.kp_flips.astype(np.float32),
                  labels=self.labels.astype(str),
                  header=np.array(json.dumps(header)))
         _write_generation(path, buf.getvalue())
@@ -250,16 +279,24 @@ def _load(path: Path) -> Gallery:
             flips = z["flips"].astype(np.float32)
             labels = z["labels"].astype(str)
             header = json.loads(str(z["header"]))
+            # galleries saved before the keypoint-aligned set existed hold none: use the vectors
+            kp_vectors = z["kp_vectors"].astype(np.float32) if "kp_vectors" in z else vectors
+            kp_flips = z["kp_flips"].astype(np.float32) if "kp_flips" in z else flips
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
         raise GalleryError(f"{path}: corrupt gallery ({exc.__class__.__name__})") from None
     if header.get("schema") != SCHEMA or header.get("version") != VERSION:
         raise GalleryError(f"{path}: not a doorlock gallery of version {VERSION}")
     if (vectors.ndim != 2 or vectors.shape[1] != header.get("d") or len(labels) != len(vectors)
-            or flips.shape != vectors.shape):
+            or flips.shape != vectors.shape or kp_vectors.shape != vectors.shape
+            or kp_flips.shape != vectors.shape):
         raise GalleryError(f"{path}: corrupt gallery (shape {vectors.shape})")
     if _digest(np.concatenate([vectors, flips]), labels) != header.get("digest"):
         raise GalleryError(f"{path}: corrupt gallery (checksum differs)")
+    if ("kp_digest" in header or kp_vectors is not vectors) and \
+            _digest(np.concatenate([kp_vectors, kp_flips]), labels) != header.get("kp_digest"):
+        raise GalleryError(f"{path}: corrupt gallery (checksum of the keypoint-aligned vectors differs)")
     if "people_digest" in header and _people_digest(header.get("people")) != header["people_digest"]:
         raise GalleryError(f"{path}: corrupt gallery (checksum of the people differs)")
     return Gallery(fingerprint=header["featurenet_sha256"], dim=int(header["d"]),
-                   vectors=vectors, labels=labels, flips=flips, people=header.get("people", {}))
+                   vectors=vectors, labels=labels, flips=flips, people=header.get("people", {}),
+                   kp_vectors=kp_vectors, kp_flips=kp_flips)

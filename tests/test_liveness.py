@@ -14,8 +14,8 @@ from edge.camera import Camera
 from edge.config import config_from_dict
 from edge.detect import FaceDetector
 from edge.errors import DoorlockError
-from edge.liveness import (EYE_A, EYE_B, LAG, FaceMesh, LivenessGate, blinked,
-                           eye_aspect_ratio, mesh_model_path)
+from edge.landmarks import EYE_A, EYE_B, FaceMesh, mesh_model_path
+from edge.liveness import LAG, LivenessGate, blinked, eye_aspect_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "default"
@@ -138,6 +138,42 @@ def test_a_new_face_or_a_gap_starts_again(detector, mesh, shared):
     assert gate.refuse("x", n + 5) is not None
     gate.reset()
     assert not gate.proven and gate.refuse("x", 1).startswith("no face mesh")
+
+
+def test_the_gate_uses_the_kiosks_mesh_and_stops_tracking_once_proven(detector, mesh, shared):
+    """The kiosk refines the judged face with its mesh (for alignment); the gate reuses it
+    rather than running the model a second time. In normal strictness a proven face stays
+    live while followed, so the tracking work stops: the same frames give the same
+    decisions as before, for less time per frame. Strict keeps judging every frame."""
+
+    class NoOwnMesh:
+        def run(self, frame, face):
+            raise AssertionError("the gate ran a mesh of its own")
+
+    frames = _hamilton(shared, LIN_SHOT[0], LIN_SHOT[0] + 40)
+    faces = []
+    for f in frames:
+        face = detector.detect(f)[0]
+        face.mesh = mesh.run(f, face)
+        faces.append(face)
+
+    def replay(gate):
+        allowed = []
+        for no, (f, face) in enumerate(zip(frames, faces), 1):
+            gate.observe(f, face, no)
+            if gate.refuse("someone", no) is None:
+                allowed.append(no)
+        return allowed
+
+    normal = LivenessGate("normal", 15, mesh=NoOwnMesh())
+    allowed = replay(normal)
+    assert allowed and allowed == list(range(allowed[0], len(frames) + 1))
+    assert allowed == _replay(LivenessGate("normal", 15, mesh=mesh), detector, frames)
+    # after the proof only the box is kept: no residual is computed any more
+    assert normal.last_residual is None and normal._seen[-1].points is None
+    strict = LivenessGate("strict", 15, mesh=NoOwnMesh())
+    replay(strict)
+    assert strict._seen[-1].points is not None
 
 
 def test_blink_rule():

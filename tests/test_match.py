@@ -158,3 +158,70 @@ def test_each_mode_decides_at_its_own_calibrated_threshold():
     assert matcher_from_bundle(b, flips=False).threshold == pytest.approx(t["value"])
     assert matcher_from_bundle(b, flips=True).threshold == pytest.approx(t["value_flips"])
     assert matcher_from_bundle(b, flips=True, threshold_override=5.0).threshold == 5.0
+
+
+@pytest.mark.parametrize("kind", ["modelnet", "l2"])
+def test_keypoint_aligned_probe_is_scored_against_the_keypoint_aligned_gallery(kind, tmp_path):
+    """A probe whose face mesh was unusable is aligned by BlazeFace's keypoints; it must be
+    compared with the enrolment photos aligned the same way, not with the mesh-aligned ones
+    (mixing the two shifts the score). Survives a save and a load."""
+    rng = np.random.default_rng(11)
+    mesh_v = rng.normal(0, 0.1, (2, D)).astype(np.float32)
+    kp_v = rng.normal(0, 0.1, (2, D)).astype(np.float32)
+    g = Gallery(fingerprint="x", dim=D)
+    g.add("ada", mesh_v[:1], mesh_v[:1], kp_v[:1], kp_v[:1])
+    g.add("bob", mesh_v[1:], mesh_v[1:], kp_v[1:], kp_v[1:])
+    g.save(tmp_path / "g.npz")
+    g = load_gallery(tmp_path / "g.npz", "x")
+    np.testing.assert_array_equal(g.kp_vectors, kp_v)
+    m = ModelNetMatcher(_modelnet("symmetric"), 1e9) if kind == "modelnet" else DistanceMatcher("l2", 1e9)
+    m.prepare(g)
+    # ada's keypoint chip as the probe: the keypoint side names ada at (near) zero distance
+    # for L2; the mesh side would compare it with unrelated vectors
+    by_kp = m.match(kp_v[0], keypoints=True)
+    assert by_kp.best == "ada"
+    if kind == "l2":
+        assert by_kp.score < 1e-4 < m.match(kp_v[0]).score
+    # the default (mesh-aligned) probe still goes to the mesh-aligned vectors
+    assert m.match(mesh_v[1]).best == "bob"
+
+
+def test_gallery_without_keypoint_vectors_scores_every_probe_on_its_vectors(tmp_path):
+    """Galleries saved before the keypoint-aligned set (or made from vectors alone) hold one
+    set: keypoint-aligned probes are scored on it too, and it loads unchanged."""
+    g = _gallery()
+    assert g.keypoint_view() is None
+    m = DistanceMatcher("l2", 1e9)
+    m.prepare(g)
+    p = g.vectors[4]
+    assert m.match(p, keypoints=True) == m.match(p)
+    import io
+    import json
+
+    g.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as z:   # write it the way older versions did
+        arrays = {k: z[k] for k in ("vectors", "flips", "labels")}
+        header = json.loads(str(z["header"]))
+    header.pop("kp_digest")
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, header=np.array(json.dumps(header)))
+    (tmp_path / "old.npz").write_bytes(buf.getvalue())
+    old = load_gallery(tmp_path / "old.npz", "x")
+    np.testing.assert_array_equal(old.kp_vectors, g.vectors)
+    assert old.keypoint_view() is None
+
+
+def test_a_changed_keypoint_vector_is_caught_by_the_checksum(tmp_path):
+    import io
+
+    g = _gallery()
+    g.add("eve", g.vectors[:1], g.flips[:1], g.vectors[1:2] + 1, g.flips[1:2] + 1)
+    g.save(tmp_path / "g.npz")
+    with np.load(tmp_path / "g.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["kp_vectors"][0, 0] += 0.5
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (tmp_path / "g.npz").write_bytes(buf.getvalue())
+    with pytest.raises(GalleryError, match="keypoint-aligned"):
+        load_gallery(tmp_path / "g.npz", "x")
