@@ -323,6 +323,9 @@ def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frame
                 audit.close()
     result.frames, result.wall_s, result.faults = stats.frames, stats.wall_s, stats.faults
     result.backends = describe_backends(parts, kiosk.matcher)
+    a = stats.aligned
+    result.backends["landmarks"] = (f"face mesh for {a['mesh']} chip(s), BlazeFace keypoints for "
+                                    f"{a['keypoints']} (mesh unusable)")
     result.rss_mb = peak_rss_mb()
     return result
 

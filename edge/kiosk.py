@@ -81,6 +81,7 @@ class Stats:
     granted: int = 0
     faults: int = 0
     accepted_frames: dict = field(default_factory=dict)   # identity -> frames accepted
+    aligned: dict = field(default_factory=lambda: {"mesh": 0, "keypoints": 0})  # chips by landmarks
     stage_s: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     stage_n: dict = field(default_factory=lambda: {s: 0 for s in STAGES})
     wall_s: float = 0.0
@@ -141,6 +142,7 @@ class Kiosk:
             feature, flip = self._timed("embed", self.featurenet.embed, chip), None
         mesh = face.mesh
         keypoints = mesh is None or not mesh.usable   # aligned by BlazeFace's keypoints
+        self.stats.aligned["keypoints" if keypoints else "mesh"] += 1
         return self._timed("match", self.matcher.match, feature, flip, keypoints)
 
     def _align(self, frame: np.ndarray, face) -> np.ndarray:

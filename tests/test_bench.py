@@ -52,6 +52,9 @@ def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, 
     assert d["backends"]["featurenet"].endswith("CPU int8") and "BlazeFace" in d["backends"]["detector"]
     # the shipped bundle carries ModelNet: the bench names it and its decision threshold
     assert "ModelNet" in d["backends"]["matcher"] and "threshold" in d["backends"]["matcher"]
+    # how the chips were aligned: the demo's face is frontal, so by its face mesh
+    mesh_chips = int(d["backends"]["landmarks"].split("face mesh for ")[1].split()[0])
+    assert mesh_chips == d["frames_with_face"]
     assert sum(d["decisions"].values()) == d["frames_with_face"] and d["door_opened_at"]
     assert d["identities"]["correct"] >= 3 and d["identities"]["wrong"] == 0
 
