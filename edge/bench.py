@@ -372,6 +372,7 @@ def scaled_gallery(real, n: int, seed: int = 0):
     r = len(real.vectors)
     if n <= r:
         vecs, flips, labels = real.vectors[:n], real.flips[:n], real.labels[:n]
+        kp, kp_flips = real.kp_vectors[:n], real.kp_flips[:n]
     else:
         rng = np.random.default_rng(seed)
         norm = float(np.linalg.norm(real.vectors, axis=1).mean()) if r else 1.0
@@ -379,9 +380,11 @@ def scaled_gallery(real, n: int, seed: int = 0):
         extra *= norm / np.linalg.norm(extra, axis=1, keepdims=True)
         vecs = np.concatenate([real.vectors, extra])
         flips = np.concatenate([real.flips, extra])
+        kp, kp_flips = np.concatenate([real.kp_vectors, extra]), np.concatenate([real.kp_flips, extra])
         labels = np.concatenate([real.labels, np.array([f"synthetic-{i:05d}" for i in range(n - r)])])
     people = {str(k): {} for k in dict.fromkeys(labels.tolist())}
-    return Gallery(real.fingerprint, real.dim, vectors=vecs, labels=labels, flips=flips, people=people)
+    return Gallery(real.fingerprint, real.dim, vectors=vecs, labels=labels, flips=flips, people=people,
+                   kp_vectors=kp, kp_flips=kp_flips)
 
 
 def random_modelnet_matcher(d: int, flips: bool, seed: int = 0):

@@ -151,12 +151,15 @@ def test_scaled_gallery_keeps_the_real_people_and_never_matches_them():
     real = Gallery("fp", 128)
     for name in ("a", "b"):
         v = rng.normal(0, 0.09, 128).astype(np.float32)
-        real.add(name, v)
+        real.add(name, v, kp_vectors=v + 0.01)   # and the photo aligned by keypoints
     one = scaled_gallery(real, 1)
     assert len(one.vectors) == 1 and list(one.labels) == ["a"]
     big = scaled_gallery(real, 1000)
     assert big.vectors.shape == (1000, 128) and list(big.labels[:2]) == ["a", "b"]
     assert len(big) == 1000 and big.flips.shape == big.vectors.shape
+    # the keypoint-aligned vectors come along, so keypoint-aligned probes decide as before
+    np.testing.assert_array_equal(big.kp_vectors[:2], real.kp_vectors)
+    assert big.keypoint_view() is not None and big.kp_vectors.shape == big.vectors.shape
     d = np.linalg.norm(big.vectors[2:, None] - real.vectors[None], axis=-1)
     assert d.min() > 0.6  # far beyond the L2 threshold: decisions unchanged
     m = random_modelnet_matcher(128, flips=True)
