@@ -130,7 +130,24 @@ def stage_summary(samples: list) -> dict:
             "mean_ms": float(np.mean(samples)) if len(samples) else None, "n": len(samples)}
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-memory reading (Linux: clear_refs 5 resets VmHWM), so each run's
+    peak is its own and not that of an earlier, bigger run in the same process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset_peak_rss (VmHWM), else of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
@@ -604,6 +621,7 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
 
     # 1. the pipeline as configured
     _say(f"loading models and enrolling ({report['enrolment']['source']})", quiet)
+    reset_peak_rss()
     rss0 = current_rss_mb()
     parts = _load(plan, cfg)
     people = len(parts.gallery)
@@ -643,6 +661,7 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
         from .peer import run_peer
 
         _say(f"{plan.compare} on the same clip (its own example flow; slow)", quiet)
+        reset_peak_rss()
         rss0 = current_rss_mb()
         peer = run_peer(plan.compare, plan.source, plan.enrolment, **kw)
         peer.rss_added_mb = peer.rss_mb - rss0 if rss0 is not None else None
@@ -988,8 +1007,9 @@ def format_report(rep: dict) -> str:
                  _f(r["ratio"]) + ("x" if r["ratio"] is not None else "")] for k, r in comp.items()]
         L += _table(["", "doorlock", p["label"], "doorlock/peer"], rows)
         L.append(f"  {p['label']} backends: " + "; ".join(f"{k} {v}" for k, v in p["backends"].items()))
-        L.append("  peak RSS is the process's (the peer ran after doorlock, in the same process); "
-                 "RSS added = that peak minus the RSS just before the run's models loaded")
+        L.append("  peak RSS: the process's peak during each run (the peer runs after doorlock, in the same "
+                 "process; the peak is reset before each where Linux allows); RSS added = that peak minus "
+                 "the RSS just before the run's models loaded")
         pst = p["stages"]
         L.append(f"  {p['label']} per stage p50 ms: "
                  + ", ".join(f"{s} {_f(v['p50_ms'])}" for s, v in pst.items()))

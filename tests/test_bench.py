@@ -166,3 +166,16 @@ def test_scaled_gallery_keeps_the_real_people_and_never_matches_them():
     assert [w.shape[1] for w, _ in m.model.layers] == list(MODELNET_SIZES)
     m.prepare(big)
     assert m.scores(real.vectors[0]).shape == (1000,) and not m.match(real.vectors[0]).accepted
+
+
+def test_each_runs_peak_memory_is_its_own():
+    """The peer runs after doorlock in the same process: its peak RSS must not be the one an
+    earlier, bigger run left (which gave a negative 'RSS added')."""
+    from edge.bench import peak_rss_mb, reset_peak_rss
+
+    big = np.ones(40_000_000)          # 320 MB, touched
+    high = peak_rss_mb()
+    del big
+    if not reset_peak_rss():
+        pytest.skip("this system cannot reset the peak RSS (no /proc/self/clear_refs)")
+    assert peak_rss_mb() < high - 200
