@@ -633,6 +633,19 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
     report["doorlock"] = main.summary(plan.truth)
     report["doorlock"]["per_frame"] = {str(k): v for k, v in sorted(main.per_frame.items())}
 
+    # 1a. the peer, right after doorlock: before the bigger runs grow the process (its memory)
+    if plan.compare:
+        from .peer import run_peer
+
+        _say(f"{plan.compare} on the same clip (its own example flow; slow)", quiet)
+        reset_peak_rss()
+        rss0 = current_rss_mb()
+        peer = run_peer(plan.compare, plan.source, plan.enrolment, **kw)
+        peer.rss_added_mb = peer.rss_mb - rss0 if rss0 is not None else None
+        report["peer"] = peer.summary(plan.truth)
+        report["peer"]["per_frame"] = {str(k): v for k, v in sorted(peer.per_frame.items())}
+        report["comparison"] = comparison(report["doorlock"], report["peer"])
+
     # 1b. the kiosk screen: its renderer thread's cost, on this clip's own frames
     if plan.screen:
         _say("timing the kiosk screen's renderer", quiet)
@@ -655,19 +668,6 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
     # 3. 1:N scaling
     if plan.scaling:
         report["scaling"] = scaling_report(plan, cfg, parts, main, quiet, **kw)
-
-    # 4. the peer
-    if plan.compare:
-        from .peer import run_peer
-
-        _say(f"{plan.compare} on the same clip (its own example flow; slow)", quiet)
-        reset_peak_rss()
-        rss0 = current_rss_mb()
-        peer = run_peer(plan.compare, plan.source, plan.enrolment, **kw)
-        peer.rss_added_mb = peer.rss_mb - rss0 if rss0 is not None else None
-        report["peer"] = peer.summary(plan.truth)
-        report["peer"]["per_frame"] = {str(k): v for k, v in sorted(peer.per_frame.items())}
-        report["comparison"] = comparison(report["doorlock"], report["peer"])
 
     report["cpu_temp_c_end"] = cpu_temperature()
     report["load_avg_end"] = _loadavg()
