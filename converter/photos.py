@@ -66,7 +66,7 @@ class ChipMaker:
             r = max(rects, key=lambda r: r.width() * r.height())
             shape = self._shape(img, r)
             return np.asarray(self._dlib.get_face_chip(img, shape, size=self.size, padding=0.25))
-        from edge.align import align_blazeface, align_detected
+        from edge.align import align_detected
 
         det = self._det
         faces = det.detect(img)
@@ -75,9 +75,8 @@ class ChipMaker:
         if not faces:
             return None
         face = max(faces, key=lambda f: f.width * f.height)
-        if self.detector_name == "mesh":
-            return align_detected(img, det.refine(img, face), self._template, self.size)
-        return align_blazeface(img, face, self._template, self.size)
+        # refine adds the mesh only for "mesh" (landmarks on); without it, keypoints align
+        return align_detected(img, det.refine(img, face), self._template, self.size)
 
 
 def photo_chips(paths: list[Path], detector: str = "dlib", progress: bool = True

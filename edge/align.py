@@ -179,10 +179,16 @@ def align_detected(frame_rgb: np.ndarray, face, template5: np.ndarray, size: int
     Measured on the Hamilton clip, BioMetricNet-M against the two enrolment photos: mean z
     of the enrolled person's close-up frames 10.80 with BlazeFace's keypoints, 9.95 with the
     mesh's points; the lowest z of a person not enrolled 13.59 and 13.69 (higher is safer)."""
-    mesh = getattr(face, "mesh", None)
-    if mesh is not None and mesh.usable:
-        return align_face(frame_rgb, mesh.points5(), np.asarray(template5, np.float64), size, border)
+    if aligned_by_mesh(face):
+        return align_face(frame_rgb, face.mesh.points5(), np.asarray(template5, np.float64), size, border)
     return align_blazeface(frame_rgb, face, template5, size, border)
+
+
+def aligned_by_mesh(face) -> bool:
+    """Whether align_detected places this face by its mesh (else by BlazeFace's keypoints):
+    the matcher compares it with gallery chips made the same way."""
+    mesh = getattr(face, "mesh", None)
+    return mesh is not None and mesh.usable
 
 
 def remap_chip(chip: np.ndarray, from_template: np.ndarray, to_template: np.ndarray, size: int,

@@ -239,7 +239,6 @@ class FaceDetector:
         faces.sort(key=lambda f: f.width * f.height, reverse=True)
         return faces
 
-
     def refine(self, frame_rgb: np.ndarray, face: Face) -> Face:
         """The face with its mesh (face.mesh), when landmarks are on; the same Face object."""
         if self.landmarks:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .align import align_blazeface, align_detected
+from .align import align_blazeface, align_detected, aligned_by_mesh
 from .detect import FaceDetector
 from .embed import FeatureNet
 from .errors import DoorlockError
@@ -75,6 +75,8 @@ def enrol_face(image_rgb: np.ndarray, detector: FaceDetector, featurenet: Featur
     if sharp < min_sharpness:
         raise EnrolError(f"face too blurred (sharpness {sharp:.0f}, need {min_sharpness:.0f})")
     vec, flip = featurenet.embed_with_mirror(chip)
+    if not aligned_by_mesh(face):   # the chip is already the keypoint-aligned one
+        return EnrolledFace(vec, flip, size, sharp)
     kp_chip = align_blazeface(image_rgb, face, template, featurenet.size[0])
     kp_vec, kp_flip = featurenet.embed_with_mirror(kp_chip)
     return EnrolledFace(vec, flip, size, sharp, kp_vec, kp_flip)

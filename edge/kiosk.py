@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .align import align_detected
+from .align import align_detected, aligned_by_mesh
 from .audit import AuditLog
 from .detect import FaceDetector
 from .embed import FeatureNet
@@ -140,8 +140,7 @@ class Kiosk:
             feature, flip = self._timed("embed", self.featurenet.embed_with_mirror, chip)
         else:
             feature, flip = self._timed("embed", self.featurenet.embed, chip), None
-        mesh = face.mesh
-        keypoints = mesh is None or not mesh.usable   # aligned by BlazeFace's keypoints
+        keypoints = not aligned_by_mesh(face)   # aligned by BlazeFace's keypoints
         self.stats.aligned["keypoints" if keypoints else "mesh"] += 1
         return self._timed("match", self.matcher.match, feature, flip, keypoints)
 

@@ -48,6 +48,7 @@ class Matcher:
     """Common decision logic; subclasses provide `prepare` and `scores`."""
 
     threshold: float
+    _keypoint_twin: "Matcher | None" = None
 
     def prepare(self, gallery: Gallery) -> None:
         """Subclasses call this first, then precompute their share of the gallery."""
@@ -66,9 +67,8 @@ class Matcher:
               keypoints: bool = False) -> Match:
         """The decision for a probe; `keypoints`: the probe was aligned by BlazeFace's
         keypoints, so it is scored against the gallery's keypoint-aligned vectors."""
-        twin = getattr(self, "_keypoint_twin", None)
-        if keypoints and twin is not None:
-            return twin.match(probe, probe_flip)
+        if keypoints and self._keypoint_twin is not None:
+            return self._keypoint_twin.match(probe, probe_flip)
         best, score = _best_per_identity(self.gallery, self.scores(probe, probe_flip))
         ok = best is not None and score < self.threshold
         return Match(best if ok else None, best, score, ok)
