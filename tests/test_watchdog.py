@@ -34,9 +34,11 @@ class FakeSystemd:
             self.address = os.path.join(self.dir, "notify.sock")
             self.sock.bind(self.address)
         self.messages: list[dict] = []
+        self.cursor = 0  # wait_for's read position in messages
 
     def receive(self, timeout: float = 0.0) -> list[dict]:
-        """Messages that arrived (waiting up to `timeout` for the first one)."""
+        """Messages that arrived (waiting up to `timeout` for the first one); all are
+        also appended to `messages`, where `wait_for` reads them in order."""
         got = []
         self.sock.settimeout(timeout if timeout > 0 else 0.0)  # 0.0: non-blocking
         while True:
@@ -50,18 +52,33 @@ class FakeSystemd:
         self.messages += got
         return got
 
+    def _next_match(self, predicate):
+        """The first message at or after the read cursor that matches, moving the
+        cursor just past it: a message received in the same batch as an earlier
+        match is offered to the next wait_for, never skipped."""
+        while self.cursor < len(self.messages):
+            msg = self.messages[self.cursor]
+            self.cursor += 1
+            if predicate(msg):
+                return msg
+        return None
+
     def wait_for(self, predicate, timeout: float = 60.0, proc=None) -> dict:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in self.receive(timeout=0.2):
-                if predicate(msg):
-                    return msg
+        while True:
+            msg = self._next_match(predicate)
+            if msg is not None:
+                return msg
+            if time.monotonic() >= deadline:
+                break
             if proc is not None and proc.poll() is not None:
-                for msg in self.receive():
-                    if predicate(msg):
-                        return msg
+                self.receive()
+                msg = self._next_match(predicate)
+                if msg is not None:
+                    return msg
                 out, err = proc.communicate()
                 pytest.fail(f"kiosk exited ({proc.returncode}) before the expected notification:\n{err[-3000:]}")
+            self.receive(timeout=0.2)
         pytest.fail(f"no such notification within {timeout} s; got {self.messages[-5:]}")
 
     def close(self):
@@ -76,6 +93,19 @@ def systemd():
     fake = FakeSystemd()
     yield fake
     fake.close()
+
+
+def test_fake_systemd_offers_every_message_in_order(systemd):
+    """The harness itself: RELOADING and READY that arrive in one batch are both seen,
+    in order, by two successive waits (the old fake drained the batch at the first
+    match and lost READY, which failed the SIGHUP test under load)."""
+    n = Notifier({"NOTIFY_SOCKET": systemd.address})
+    n.send("RELOADING=1", "STATUS=reloading the gallery")
+    n.ready("gallery reloaded: 2 people enrolled")  # both queued before the first wait reads
+    assert systemd.wait_for(lambda m: m.get("RELOADING") == "1", timeout=5)["STATUS"]
+    assert systemd.wait_for(lambda m: m.get("READY") == "1", timeout=5)["STATUS"] == \
+        "gallery reloaded: 2 people enrolled"
+    n.close()
 
 
 def _decision(event):
@@ -241,9 +271,8 @@ def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd)
         proc.send_signal(signal.SIGHUP)
         bad = systemd.wait_for(lambda m: "reload failed" in m.get("STATUS", ""), timeout=10, proc=proc)
         assert bad["READY"] == "1" and "corrupt gallery" in bad["STATUS"]
-        n = len(systemd.messages)
-        systemd.wait_for(lambda m: m.get("WATCHDOG") == "1", timeout=10, proc=proc)  # still running
-        assert len(systemd.messages) > n
+        # still running: a ping that came after the failed reload (wait_for reads in order)
+        systemd.wait_for(lambda m: m.get("WATCHDOG") == "1", timeout=10, proc=proc)
 
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
