@@ -19,6 +19,9 @@ install-dev: install-device
 	$(PIP) -r requirements-test.txt
 # face_recognition: the bench's --compare peer; --no-deps as its dlib is dlib-bin's (no compiler)
 	$(PIP) --no-deps face-recognition==1.3.0
+# torch: test-only, proves the rebuilt MobileFaceNet equals its PyTorch source; its tests
+# skip where it cannot be installed (the converter and the device never import it)
+	$(PIP) torch==2.13.0 || echo "note: torch not installed: the PyTorch parity tests will skip" >&2
 
 demo: install-device
 	$(VPY) -m edge run

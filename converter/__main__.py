@@ -48,7 +48,7 @@ def cmd_build_featurenet(args) -> int:
         calib_count=args.calibration_count, eval_count=args.eval_count, seed=args.seed,
         overwrite=args.overwrite, latency_runs=args.latency_runs,
         command="python -m converter " + shlex.join(sys.argv[1:]),
-        log=lambda m: print(m, file=sys.stderr))
+        log=lambda m: print(m, file=sys.stderr), arch=args.arch)
     print(f"wrote bundle {bundle.path}")
     print(format_quality(bundle.metadata["quality"]))
     return 0
@@ -266,13 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converter", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build-featurenet", help="dlib weights -> FeatureNet float + int8 TFLite bundle",
-                       description="Rebuild dlib's face ResNet from its weight file, export float32 "
-                                   "and full-int8 TFLite (calibrated on real faces) and write a "
-                                   "verified model bundle.")
+    b = sub.add_parser("build-featurenet", help="FeatureNet weights -> float + int8 TFLite bundle",
+                       description="Rebuild a face network (dlib's ResNet or MobileFaceNet) from its "
+                                   "weight file, export float32 and full-int8 TFLite (calibrated on "
+                                   "real faces) and write a verified model bundle.")
     b.add_argument("--out", required=True, help="bundle directory to write, e.g. models/default")
-    b.add_argument("--weights", help="dlib_face_recognition_resnet_model_v1.dat "
-                                     "(default: the one in face-recognition-models)")
+    b.add_argument("--arch", default="dlib", choices=("dlib", "mobilefacenet"),
+                   help="which FeatureNet (default %(default)s)")
+    b.add_argument("--weights", help="the weight file (default: dlib's from face-recognition-models; "
+                                     "MobileFaceNet's from ../shared/data/weights)")
     b.add_argument("--faces", default=str(DEFAULT_FACES),
                    help="identity folders of aligned face crops for calibration and measurement "
                         "(default: %(default)s)")

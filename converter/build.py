@@ -1,4 +1,4 @@
-"""`build-featurenet`: dlib weights -> Keras -> float and int8 TFLite -> a verified bundle.
+"""`build-featurenet`: dlib or MobileFaceNet weights -> Keras -> float and int8 TFLite -> a verified bundle.
 
 Measures, in the same run, what the closing report needs: parity of the float TFLite
 with the Keras model, int8-vs-float cosine on held-out real faces, file sizes and LiteRT
@@ -20,25 +20,21 @@ from tqdm import tqdm
 from edge.bundle import Bundle, write_bundle
 from edge.runtime import TFLiteModel
 
-from .dlib_reader import default_weights_path, read_face_resnet
 from .export import check_int8_graph, graph_report, to_float_tflite, to_int8_tflite
 from .faces import sample_chips
-from .featurenet import EMBEDDING_DIM, INPUT_SIZE, build_featurenet
+from .sources import load_source
 
-# Landmark targets of dlib's 150x150 chip (padding 0.25), subject-centric names: the
-# subject's right eye is on the image's left.
 DEFAULT_TARGETS = {"match": {"mean": [0.0], "std": 1.0}, "nonmatch": {"mean": [40.0], "std": 1.0}}
-DLIB_L2_THRESHOLD = 0.6  # dlib/face_recognition's published decision rule
 
 
-def alignment_template() -> dict:
-    from edge.align import DLIB_CHIP_TEMPLATE_150
+def alignment_template(size: int, template: np.ndarray, source: str) -> dict:
+    """The template as the bundle stores it: subject-centric names (the subject's right
+    eye is on the image's left)."""
     from edge.bundle import TEMPLATE_ORDER
 
-    names = TEMPLATE_ORDER
-    return {"size": INPUT_SIZE, "source": "dlib mean face shape, padding 0.25",
+    return {"size": size, "source": source,
             "points": {n: [round(float(x), 3), round(float(y), 3)]
-                       for n, (x, y) in zip(names, DLIB_CHIP_TEMPLATE_150)}}
+                       for n, (x, y) in zip(TEMPLATE_ORDER, template)}}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -80,17 +76,16 @@ def _quiet():
 def build_featurenet_bundle(out: Path, faces: Path, weights: Path | None = None,
                             calib_count: int = 200, eval_count: int = 100, seed: int = 0,
                             overwrite: bool = False, latency_runs: int = 20,
-                            command: str | None = None, log=print) -> Bundle:
+                            command: str | None = None, log=print, arch: str = "dlib") -> Bundle:
     import tensorflow as tf
 
-    weights = Path(weights) if weights else default_weights_path()
-    net = read_face_resnet(weights)
-    log(f"read {weights.name}: {len(net.layers)} dlib layers, "
-        f"{sum(layer.kind == 'con' for layer in net.layers)} convolutions")
-    model = build_featurenet(net)
+    src = load_source(arch, weights)
+    model = src.model
+    log(f"read {src.weights['file']}: {src.architecture}, {len(model.layers)} Keras layers")
 
-    calib, calib_paths = sample_chips(faces, calib_count, seed=seed)
-    held_out, _ = sample_chips(faces, eval_count, seed=seed + 1, exclude=set(calib_paths))
+    calib, calib_paths = sample_chips(faces, calib_count, seed=seed, size=src.size, template=src.template)
+    held_out, _ = sample_chips(faces, eval_count, seed=seed + 1, exclude=set(calib_paths),
+                               size=src.size, template=src.template)
     log(f"calibration: {len(calib)} real face chips; evaluation: {len(held_out)} other chips "
         f"from {faces}")
 
@@ -132,29 +127,27 @@ def build_featurenet_bundle(out: Path, faces: Path, weights: Path | None = None,
     meta = {
         "featurenet": {
             "models": {"int8": qpath.name, "float": fpath.name},
-            "architecture": "dlib_face_recognition_resnet_model_v1 (29 conv ResNet)",
-            "input_size": [INPUT_SIZE, INPUT_SIZE],
+            "arch": src.arch,
+            "architecture": src.architecture,
+            "input_size": [src.size, src.size],
             "colour_order": "RGB",
             "input_range": [0, 255],
-            "normalisation": {
-                "mean_rgb": [round(v, 4) for v in net.input_mean_rgb], "scale": 1 / 256,
-                "applied": "inside the model (folded into the first convolution): "
-                           "feed raw RGB pixels 0..255",
-            },
-            "alignment_template": alignment_template(),
-            "output": "128-d dlib face descriptor (not normalised)",
+            "normalisation": src.normalisation,
+            "alignment_template": alignment_template(src.size, src.template, src.template_source),
+            "output": src.output,
+            "source": src.weights.get("origin") or src.weights.get("package"),
+            "licence": src.licence,
+            "training_data": src.training_data,
         },
-        "d": EMBEDDING_DIM,
+        "d": src.d,
         "m": 1,
         "targets": DEFAULT_TARGETS,
-        "matcher": {"kind": "l2", "models": {},
-                    "note": "no ModelNet trained yet: dlib's fixed L2 rule on the features"},
-        "threshold": {"metric": "l2", "value": DLIB_L2_THRESHOLD, "accept": "below"},
+        "matcher": src.matcher,
+        "threshold": src.threshold,
         "quality": quality,
         "build": {
             "command": command or " ".join(sys.argv),
-            "weights": {"file": weights.name, "package": "face-recognition-models 0.3.0",
-                        "sha256": _sha(weights)},
+            "weights": src.weights,
             "calibration_data": {"root": str(faces), "count": len(calib), "seed": seed,
                                  "layout": "identity folders of aligned crops"},
             "tensorflow": tf.__version__,
@@ -169,12 +162,6 @@ def build_featurenet_bundle(out: Path, faces: Path, weights: Path | None = None,
             p.unlink(missing_ok=True)
         tmp.rmdir()
     return bundle
-
-
-def _sha(path: Path) -> str:
-    from edge.bundle import sha256_file
-
-    return sha256_file(path)
 
 
 def format_quality(q: dict) -> str:

@@ -41,20 +41,24 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def to_featurenet_chip(img: np.ndarray, size: int = 150) -> np.ndarray:
-    """An aligned crop -> FeatureNet's chip: 112x112 ArcFace crops are remapped between
-    templates; chips already `size` x `size` pass through."""
+def to_featurenet_chip(img: np.ndarray, size: int = 150, template: np.ndarray | None = None
+                       ) -> np.ndarray:
+    """An aligned crop -> FeatureNet's chip: chips already `size` x `size` pass through
+    (an ArcFace-template FeatureNet takes 112x112 crops as they are); 112x112 ArcFace crops
+    are remapped onto another template (default dlib's 150x150 chip)."""
     if img.shape[:2] == (size, size):
         return img
     if img.shape[:2] == (112, 112):
         from edge.align import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, remap_chip
 
-        return remap_chip(img, ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, size)
+        to = DLIB_CHIP_TEMPLATE_150 if template is None else template
+        return remap_chip(img, ARCFACE_TEMPLATE_112, to, size)
     raise DoorlockError(f"aligned crop of unexpected size {img.shape[1]}x{img.shape[0]} "
                         f"(want 112x112 ArcFace or {size}x{size} chips)")
 
 
 def sample_chips(root: str | Path, count: int, seed: int = 0, exclude: set[Path] | None = None,
+                 size: int = 150, template: np.ndarray | None = None,
                  ) -> tuple[list[np.ndarray], list[Path]]:
     """`count` chips spread evenly over identities (round-robin), reproducibly shuffled."""
     folders = identity_folders(root)
@@ -67,4 +71,4 @@ def sample_chips(root: str | Path, count: int, seed: int = 0, exclude: set[Path]
         for k in sorted(pools):
             if pools[k] and len(picked) < count:
                 picked.append(pools[k].pop())
-    return [to_featurenet_chip(read_rgb(p)) for p in picked], picked
+    return [to_featurenet_chip(read_rgb(p), size, template) for p in picked], picked
