@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from gpiozero import OutputDevice
 from gpiozero.exc import BadPinFactory, GPIOZeroError
@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 MAX_PULSE_S = 10.0       # hard cap: no configuration can hold the door open longer
 BCM_PINS = range(0, 28)  # GPIO0..GPIO27 on the 40-pin header
+
+
+def daemon_timer(interval: float, function: Callable[[], None]) -> threading.Timer:
+    """The default relock timer: a threading.Timer that never keeps the process alive."""
+    timer = threading.Timer(interval, function)
+    timer.daemon = True
+    return timer
 
 
 def validate_relay_settings(pin: int, pulse_s: float, max_pulse_s: float) -> None:
@@ -48,17 +55,20 @@ class DoorRelay:
 
     A pulse requested while the door is open may extend the open time, but never past
     `max_pulse_s` after the moment it opened; a shorter request never shortens it.
+    `clock` and `timer` (threading.Timer's signature, unstarted) are injectable so tests
+    run pulses on fake time (edge.testing.FakeClock) instead of sleeping.
     """
 
     def __init__(self, pin: int, active_high: bool = True, pulse_s: float = 3.0,
                  max_pulse_s: float = MAX_PULSE_S, pin_factory=None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[float, Callable[[], None]], Any] = daemon_timer):
         validate_relay_settings(pin, pulse_s, max_pulse_s)
         self._pin = pin
         self.pulse_s, self.max_pulse_s = float(pulse_s), float(max_pulse_s)
-        self._clock = clock
+        self._clock, self._new_timer = clock, timer
         self._mutex = threading.RLock()  # re-entrant: a signal handler may interrupt a holder
-        self._timer: threading.Timer | None = None
+        self._timer = None   # the pending relock timer
         self._opened_at: float | None = None
         self._deadline: float | None = None
         self._closed = False
@@ -110,17 +120,17 @@ class DoorRelay:
                                self._opened_at + self.max_pulse_s)
                 self._deadline = deadline
                 self._cancel_timer()
-                self._timer = threading.Timer(deadline - now, self._expire)
-                self._timer.daemon = True
-                self._timer.start()
+                timer = self._new_timer(deadline - now, lambda: self._expire(timer))
+                self._timer = timer
+                timer.start()
             except BaseException:
                 self._off()
                 raise
             return deadline - now
 
-    def _expire(self) -> None:
+    def _expire(self, timer) -> None:
         with self._mutex:
-            if self._timer is threading.current_thread():  # not superseded meanwhile
+            if self._timer is timer:  # not superseded meanwhile
                 self._timer = None
                 self._off()
 

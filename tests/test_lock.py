@@ -1,4 +1,5 @@
-"""The door relay on gpiozero's MockFactory: pin levels, pulse bounds, fail-secure exits."""
+"""The door relay on gpiozero's MockFactory: pin levels, pulse bounds, fail-secure exits.
+Pulses run on fake time (edge.testing.FakeClock); one test runs the real relock timer."""
 
 import os
 import signal
@@ -16,17 +17,15 @@ from edge import lock
 from edge.errors import DoorlockError
 from edge.lock import (MAX_PULSE_S, DoorRelay, fail_secure, install_signal_handlers, open_relay,
                        simulated_relay)
+from edge.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_until(cond, timeout=2.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
+def fake_relay(pin=17, **kw):
+    """A relay on a MockFactory whose pulses run on a FakeClock: (relay, clock)."""
+    clock = FakeClock()
+    return DoorRelay(pin, pin_factory=MockFactory(), clock=clock, timer=clock.timer, **kw), clock
 
 
 def levels(relay):
@@ -42,7 +41,7 @@ def test_off_at_construction_active_high():
 
 
 def test_active_low_wiring():
-    relay = simulated_relay(22, active_high=False, pulse_s=0.05)
+    relay, _ = fake_relay(22, active_high=False, pulse_s=0.05)
     pin = relay.pin_factory.pin(22)
     assert pin.state is True and not relay.is_open  # locked = pin high on an active-low board
     relay.pulse()
@@ -53,58 +52,84 @@ def test_active_low_wiring():
 
 
 def test_pulse_length_honoured():
-    relay = simulated_relay(17, pulse_s=0.05)
+    relay, clock = fake_relay(17, pulse_s=0.05)
+    pin = relay.pin_factory.pin(17)
+    assert relay.pulse() == pytest.approx(0.05)
+    assert pin.state is True
+    clock.advance(0.049)
+    assert pin.state is True and relay.is_open         # not a moment early ...
+    clock.advance(0.001)
+    assert pin.state is False and not relay.is_open    # ... nor late
+    assert levels(relay) == [False, True, False]
+    relay.close()
+
+
+def test_real_timer_relocks():
+    """The production timer path (a daemon threading.Timer), without a tight bound."""
+    made = []
+
+    def timer(interval, fn):
+        made.append(lock.daemon_timer(interval, fn))
+        return made[-1]
+
+    relay = DoorRelay(17, pulse_s=0.05, pin_factory=MockFactory(), timer=timer)
     pin = relay.pin_factory.pin(17)
     t0 = time.monotonic()
     assert relay.pulse() == pytest.approx(0.05)
-    assert pin.state is True
-    assert wait_until(lambda: pin.state is False)
-    elapsed = time.monotonic() - t0
-    assert 0.045 <= elapsed < 1.0
+    made[0].join(timeout=10)          # the timer thread has run the relock
+    assert made[0].daemon
+    assert pin.state is False and not relay.is_open
+    assert time.monotonic() - t0 >= 0.045
     assert levels(relay) == [False, True, False]
     relay.close()
 
 
 def test_pulse_clamped_to_max():
-    relay = simulated_relay(17, pulse_s=0.05, max_pulse_s=0.1)
+    relay, clock = fake_relay(17, pulse_s=0.05, max_pulse_s=0.1)
     pin = relay.pin_factory.pin(17)
-    t0 = time.monotonic()
     assert relay.pulse(60) == pytest.approx(0.1)
-    assert wait_until(lambda: pin.state is False)
-    assert 0.095 <= time.monotonic() - t0 < 1.0
+    clock.advance(0.099)
+    assert pin.state is True
+    clock.advance(0.001)
+    assert pin.state is False and not relay.is_open
     relay.close()
 
 
 def test_repeated_pulses_never_pass_max_since_first_open():
-    t = [0.0]
-    relay = DoorRelay(17, pulse_s=0.1, max_pulse_s=0.2, pin_factory=MockFactory(),
-                      clock=lambda: t[0])
+    relay, clock = fake_relay(17, pulse_s=0.1, max_pulse_s=0.2)
     assert relay.pulse(0.1) == pytest.approx(0.1)      # open until 0.1
-    t[0] = 0.05
+    clock.advance(0.05)
     assert relay.pulse(0.1) == pytest.approx(0.1)      # extended to 0.15
-    t[0] = 0.06
+    clock.advance(0.01)
     assert relay.pulse(0.01) == pytest.approx(0.09)    # a short request never shortens
-    t[0] = 0.1
+    clock.advance(0.04)
     assert relay.pulse(5.0) == pytest.approx(0.1)      # capped at first open + 0.2
-    assert levels(relay) == [False, True]              # one continuous opening
+    clock.advance(0.099)
+    assert relay.is_open and levels(relay) == [False, True]   # one continuous opening
+    clock.advance(0.002)
+    assert not relay.is_open and levels(relay) == [False, True, False]
+    assert clock.timers == []                          # the superseded timers are gone
     relay.close()
 
 
 def test_lock_mid_pulse_cancels_timer():
-    relay = simulated_relay(17, pulse_s=0.05)
+    relay, clock = fake_relay(17, pulse_s=0.05)
     pin = relay.pin_factory.pin(17)
     relay.pulse(5)
     relay.lock()
     assert pin.state is False and not relay.is_open
-    relay.pulse(0.05)  # a new pulse after lock works normally
-    assert wait_until(lambda: pin.state is False)
-    time.sleep(0.1)
+    clock.advance(3)
+    relay.pulse(5)     # a new pulse after lock works normally, until 3 + 5 ...
+    clock.advance(3)
+    assert relay.is_open   # ... so the cancelled timer (due at 5) did not relock it
+    clock.advance(2)
+    assert pin.state is False and not relay.is_open
     assert levels(relay) == [False, True, False, True, False]
     relay.close()
 
 
 def test_close_mid_pulse():
-    relay = simulated_relay(17, active_high=False)
+    relay, clock = fake_relay(17, active_high=False)
     pin = relay.pin_factory.pin(17)
     relay.pulse(5)
     relay.close()
@@ -112,7 +137,9 @@ def test_close_mid_pulse():
     assert pin.function == "input"     # pin released
     assert not relay.is_open
     relay.close()  # idempotent
-    assert relay._timer is None  # the pending relock timer was cancelled
+    assert clock.timers == []          # the pending relock timer was cancelled
+    clock.advance(10)
+    assert not relay.is_open and levels(relay)[-1] is True
     with pytest.raises(DoorlockError, match="closed"):
         relay.pulse()
 
