@@ -204,16 +204,18 @@ class DoorGate(Gate):
 class Door:
     """The relay plus door I/O. `settings` is a DoorConfig (the [door] section); the relay
     keeps its own [relay] settings. Inputs use the relay's pin factory, so a simulated
-    relay gets simulated door inputs."""
+    relay gets simulated door inputs. `clock` and `wait` (threading.Event.wait's
+    signature, for the poll thread) are injectable so tests run on fake time."""
 
     def __init__(self, relay, settings=None, audit=None, *, attempt_frames: int = 3,
-                 pin_factory=None, clock: Callable[[], float] = time.monotonic):
+                 pin_factory=None, clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[threading.Event, float], bool] = threading.Event.wait):
         from .config import DoorConfig
 
         s = settings if settings is not None else DoorConfig()
         self.relay, self.settings, self.audit = relay, s, audit
         self.attempt_frames = max(1, int(attempt_frames))
-        self.clock = clock
+        self.clock, self._wait = clock, wait
         self._mutex = threading.RLock()
         factory = pin_factory if pin_factory is not None else getattr(relay, "pin_factory", None)
         bounce = s.debounce_ms / 1000.0
@@ -525,7 +527,7 @@ class Door:
             self._stop.clear()
 
             def loop():
-                while not self._stop.wait(period_s):
+                while not self._wait(self._stop, period_s):
                     try:
                         self.poll()
                     except Exception as exc:  # keep supervising whatever happens
