@@ -377,15 +377,18 @@ class Screen:
     It updates the prompt (cheap) and hands the frame to the renderer thread. With
     `every_frame` (the file output) each frame with an image is drawn and shown, in
     order, with the prompt it had; otherwise the thread draws the newest frame at most
-    `fps` times a second and redraws on its own when the prompt changes."""
+    `fps` times a second and redraws on its own when the prompt changes. `clock` and
+    `wait` (threading.Event.wait's signature: the pause between images) are injectable
+    so tests step the rate limit on fake time."""
 
     def __init__(self, display: Display, width: int = 800, height: int = 480, fps: float = 15.0,
                  mirror: bool = True, prompter: Prompter | None = None, every_frame: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[threading.Event, float], bool] = threading.Event.wait):
         self.display, self.fps, self.mirror = display, float(fps), mirror
         self.size = (int(width), int(height))
         self.prompter = prompter or Prompter(clock=clock)
-        self.every_frame, self.clock = every_frame, clock
+        self.every_frame, self.clock, self._wait = every_frame, clock, wait
         self.renderer: Renderer | None = None
         self.shown = 0            # images handed to the display
         self.dropped = 0          # frames replaced by a newer one before they were drawn
@@ -395,6 +398,7 @@ class Screen:
         self._latest = None
         self._cond = threading.Condition()
         self._stop = False
+        self._halt = threading.Event()   # cuts the pause between images short on close
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="screen", daemon=True)
         self._thread.start()
@@ -437,7 +441,8 @@ class Screen:
         last_frame, last_box, last_key, last_draw = None, None, None, 0.0
         while True:
             with self._cond:
-                self._cond.wait(timeout=period)
+                if self._latest is None and not self._stop:  # one that came in the pause: at once
+                    self._cond.wait(timeout=period)
                 if self._stop:
                     break
                 item, self._latest = self._latest, None
@@ -453,8 +458,8 @@ class Screen:
             self._draw(last_frame, last_box, current)
             last_key, last_draw = key, self.clock()
             wait = period - (self.clock() - now)
-            if wait > 0:
-                time.sleep(wait)  # own rate: at most fps images a second
+            if wait > 0 and self._wait(self._halt, wait):  # own rate: at most fps a second
+                break
 
     def _draw(self, frame, box, current: Shown) -> None:
         t = time.perf_counter()
@@ -475,6 +480,7 @@ class Screen:
         else:
             with self._cond:
                 self._stop = True
+                self._halt.set()
                 self._cond.notify()
         self._thread.join(timeout=30)
         try:

@@ -86,7 +86,8 @@ class FakeClock:
 
     # -- timers ---------------------------------------------------------------------------
 
-    def timer(self, interval: float, function: Callable[..., Any], args=None, kwargs=None) -> FakeTimer:
+    def timer(self, interval: float, function: Callable[..., Any], args=None,
+              kwargs=None) -> FakeTimer:
         """A timer factory with threading.Timer's signature (unstarted, like Timer)."""
         return FakeTimer(self, interval, function, args, kwargs)
 

@@ -1,11 +1,12 @@
 """The kiosk screen: every state rendered (renderer state and prompt-area pixels), the
-prompt logic, privacy, mirroring, the renderer thread's own rate, the pygame and file
-displays, and the demo's video of what the lock saw."""
+prompt logic, privacy, mirroring, the renderer thread's own rate (on fake time), the
+pygame and file displays, and the demo's video of what the lock saw."""
 
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from edge.door import DoorStatus
 from edge.screen import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
                          OUTSIDE_HOURS, PROMPTS, WELCOME, Display, Prompter, Renderer, Screen,
                          VideoDisplay, open_screen, render_cost_ms, shown)
+from edge.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = {LOOK: "Look at the camera", HOLD: "Hold still", WELCOME: "Welcome, Ada Lovelace",
@@ -197,30 +199,40 @@ def test_file_display_writes_every_frame(tmp_path):
     assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 320
 
 
-class SlowDisplay(Display):
+class StuckDisplay(Display):
+    """A screen stuck in show() until released."""
+
     def __init__(self):
-        self.images = []
+        self.images, self.released = [], threading.Event()
 
     def show(self, image):
-        time.sleep(0.05)                         # a slow screen: 20 images a second at most
+        self.released.wait(30)
         self.images.append(image)
 
 
 def test_drawing_does_not_slow_recognition():
-    """The listener only hands the frame over: 200 kiosk frames take far less time than
-    drawing them would; the thread draws the newest frames at its own rate."""
-    disp = SlowDisplay()
-    s = Screen(disp, 320, 240, fps=10)
+    """The listener only hands the frame over: 200 kiosk frames go by while the display
+    is stuck; then the thread draws the newest frame at its own rate, fps images per
+    (fake) second however fast frames come, and drops the rest."""
+    clock = FakeClock()
+    disp = StuckDisplay()
+    s = Screen(disp, 320, 240, fps=10, clock=clock, wait=clock.wait)
     frame = camera_frame()
-    t = time.perf_counter()
-    for _ in range(200):
-        s(frame, None, D("pending"))
-    spent = time.perf_counter() - t
-    time.sleep(0.3)
+    feed = threading.Thread(target=lambda: [s(frame, None, D("pending")) for _ in range(200)])
+    feed.start()
+    feed.join(timeout=20)                        # a bound on failure only: it never waits
+    assert not feed.is_alive() and disp.images == []   # all handed over, none shown yet
+    disp.released.set()
+    drawn = []
+    for _ in range(10):                          # one second at 200 frames/s, in 0.1 s steps
+        for _ in range(20):
+            s(frame, None, D("pending"))
+        assert clock.wait_for_sleepers(1)        # it drew and waits out its period
+        drawn.append(len(disp.images))
+        clock.advance(0.1)
     s.close()
-    assert spent < 1.0                           # drawing them all would take >= 10 s
-    assert 1 <= len(disp.images) <= 10 and s.dropped > 150
-    assert s.ms_per_frame > 0
+    assert drawn == list(range(1, 11))           # one image per 1/fps, never more
+    assert s.dropped >= 400 - 12 and s.ms_per_frame > 0
 
 
 def test_pygame_display_with_sdl_dummy_driver(monkeypatch):
@@ -229,14 +241,17 @@ def test_pygame_display_with_sdl_dummy_driver(monkeypatch):
                                        "height": 240, "driver": "dummy"}}).screen
     s = open_screen(cfg)
     assert s is not None and s.failed is None
-    for _ in range(3):
-        s(camera_frame(), None, D("granted", "Ada"))
-        time.sleep(0.15)
-    assert s.shown >= 1
+    s(camera_frame(), None, D("granted", "Ada"))
     window = s.display.window
     rect = s.renderer.prompt_rect
-    px = window.get_at((rect.x + 3, rect.y + 3))
-    assert tuple(px)[:3] == PROMPTS[WELCOME].colour
+
+    def colour():
+        return tuple(window.get_at((rect.x + 3, rect.y + 3)))[:3]
+
+    end = time.monotonic() + 20                  # the real renderer thread; a failure bound
+    while colour() != PROMPTS[WELCOME].colour and time.monotonic() < end:
+        time.sleep(0.01)
+    assert colour() == PROMPTS[WELCOME].colour and s.shown >= 1
     s.close()
 
 
