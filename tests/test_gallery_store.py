@@ -124,7 +124,7 @@ def test_lock_is_exclusive_and_clears_what_a_killed_writer_left(tmp_path):
 # --- power loss: the writer dies between two steps of a save ---------------------------------
 
 WRITER = r"""
-import os, sys
+import os, signal, sys
 import numpy as np
 import edge.gallery as gallery
 path, mode = sys.argv[1], sys.argv[2]
@@ -138,11 +138,15 @@ def make(names, seed):
 
 old, new = make(["Old"], 1), make(["New", "Newer"], 2)
 if mode == "loop":  # save old and new alternately until killed
+    hold = int(sys.argv[3]) if len(sys.argv) > 3 else None  # wait to be killed after save `hold`
     print("ready", flush=True)
     i = 0
     while True:
         (new if i % 2 else old).save(path)
         i += 1
+        if i == hold:
+            print("held", flush=True)
+            signal.pause()
 else:               # one save of `new`, dying at step `mode` as a power cut would
     def die(step):
         if step == mode:
@@ -153,8 +157,8 @@ else:               # one save of `new`, dying at step `mode` as a power cut wou
 """
 
 
-def _writer(path, mode, **kw):
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), mode], cwd=REPO,
+def _writer(path, mode, *args, **kw):
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), mode, *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -201,21 +205,30 @@ def test_power_loss_at_every_step_leaves_old_or_new(tmp_path, fresh):
 
 
 def test_killed_at_random_moments_the_gallery_always_loads(tmp_path):
-    """SIGKILL (no cleanup at all) at random moments of a writer saving in a loop."""
+    """SIGKILL (no cleanup at all) of a writer saving old and new alternately: first
+    right after a complete save of each (so that save must be what loads), then at
+    seeded random moments of the loop (old or new, never a mix)."""
     path = tmp_path / "gallery.npz"
     rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(6):
-        proc = _writer(path, "loop")
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.02, 0.15)))
+    holds = [int(2 * rng.integers(0, 3) + 1), int(2 * rng.integers(1, 4))]  # odd: old, even: new
+    seen = []
+    for kill in range(6):
+        if kill < len(holds):
+            proc = _writer(path, "loop", str(holds[kill]))
+            assert proc.stdout.readline().strip() == "ready"
+            assert proc.stdout.readline().strip() == "held"   # save number `hold` is complete
+        else:
+            proc = _writer(path, "loop")
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(float(rng.uniform(0.02, 0.15)))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
         names = _names(path)  # never raises: old or new, never a mix
         assert names in (["Old"], ["New", "Newer"])
-        seen.add(tuple(names))
+        seen.append(names)
         if previous_generation(path).exists():
             assert _names(previous_generation(path)) in (["Old"], ["New", "Newer"])
-    assert seen  # at least one kill landed after a complete save
+    # a kill after a complete save keeps that save: the old one, then the new one
+    assert seen[:2] == [["Old"], ["New", "Newer"]], (holds, seen)
