@@ -20,9 +20,12 @@ from typing import Any, Iterable, Mapping
 
 from .errors import DoorlockError
 from .lock import BCM_PINS, MAX_PULSE_S
+from .untrusted import TomlLimitError, load_toml, one_line, quote
 
 DEFAULT_CONFIG_PATH = Path("/etc/doorlock/doorlock.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_STRING_CHARS = 4096     # a path's limit on Linux
 
 
 def _key(default, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, optional=False):
@@ -193,11 +196,13 @@ class Config:
             name, sep, raw = item.partition("=")
             sec, dot, key = name.strip().partition(".")
             if not sep or not dot or not key:
-                raise DoorlockError(f"bad override {item!r}: expected section.key=value")
+                raise DoorlockError(f"bad override {quote(item)}: expected section.key=value")
             try:
-                value = tomllib.loads(f"v = {raw.strip()}")["v"]
+                value = load_toml(f"v = {raw.strip()}", max_string=MAX_STRING_CHARS)["v"]
             except tomllib.TOMLDecodeError:
                 value = raw.strip()
+            except TomlLimitError as exc:
+                raise DoorlockError(f"bad override {quote(item)}: {exc}") from None
             sections.setdefault(sec, {})[key] = value
         data = self.as_dict()
         for sec, values in sections.items():
@@ -212,7 +217,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     where = str(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise DoorlockError(f"{where}: too large for a config file (limit "
+                                f"{MAX_CONFIG_BYTES // 1024} KiB)")
+        data = load_toml(raw.decode("utf-8"), max_string=MAX_STRING_CHARS)
     except FileNotFoundError:
         raise DoorlockError(f"config file not found: {where}") from None
     except OSError as exc:
@@ -221,6 +230,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise DoorlockError(f"{where}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise DoorlockError(f"{where}: invalid TOML: {exc}") from None
+    except TomlLimitError as exc:
+        raise DoorlockError(f"{where}: {exc}") from None
     return _build(data, where, path=where)
 
 
@@ -242,10 +253,10 @@ def _build(data: Mapping[str, Any], where: str, path: str | None = None) -> Conf
     for name, values in data.items():
         if name not in SECTIONS:
             what = "section" if isinstance(values, Mapping) else "key"
-            raise DoorlockError(f"{where}: unknown {what} '{name}'"
+            raise DoorlockError(f"{where}: unknown {what} '{one_line(name, 60)}'"
                                 + _did_you_mean(name, SECTIONS, "[{}]"))
         if not isinstance(values, Mapping):
-            raise DoorlockError(f"{where}: '{name}' must be a table [{name}], got {values!r}")
+            raise DoorlockError(f"{where}: '{name}' must be a table [{name}], got {quote(values)}")
         sections[name] = _build_section(name, values, where)
     cfg = Config(**sections, path=path)
     _check_together(cfg, where)
@@ -258,7 +269,7 @@ def _build_section(name: str, values: Mapping[str, Any], where: str):
     out = {}
     for key, value in values.items():
         if key not in fields:
-            raise DoorlockError(f"{where}: unknown key '{name}.{key}'"
+            raise DoorlockError(f"{where}: unknown key '{name}.{one_line(key, 60)}'"
                                 + _did_you_mean(key, fields, "'{}'"))
         out[key] = _check(f"{name}.{key}", value, fields[key].metadata, where)
     return cls(**out)
@@ -282,38 +293,38 @@ def _check(name: str, value: Any, m: Mapping[str, Any], where: str) -> Any:
     bad = f"{where}: {name} must be "
     if kind == "bool":
         if not isinstance(value, bool):
-            raise DoorlockError(bad + f"true or false, got {value!r}")
+            raise DoorlockError(bad + f"true or false, got {quote(value)}")
         return value
     if kind == "str":
         if not isinstance(value, str):
-            raise DoorlockError(bad + f"a string, got {value!r}")
+            raise DoorlockError(bad + f"a string, got {quote(value)}")
         return value
     if kind == "choice":
         choices = m["choices"]
         norm = value.upper() if isinstance(value, str) and choices == LOG_LEVELS else value
         if norm not in choices:
             raise DoorlockError(bad + "one of " + ", ".join(repr(c) for c in choices)
-                                + f", got {value!r}")
+                                + f", got {quote(value)}")
         return norm
     if kind == "edgetpu":
         if value == "auto" or isinstance(value, bool):
             return value
-        raise DoorlockError(bad + f"\"auto\", true or false, got {value!r}")
+        raise DoorlockError(bad + f"\"auto\", true or false, got {quote(value)}")
     if kind == "strlist":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise DoorlockError(bad + f"a list of strings, got {value!r}")
+            raise DoorlockError(bad + f"a list of strings, got {quote(value)}")
         return tuple(value)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DoorlockError(bad + f"an integer {_allowed(m)}, got {value!r}")
+            raise DoorlockError(bad + f"an integer {_allowed(m)}, got {quote(value)}")
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise DoorlockError(bad + f"a number ({_allowed(m)}), got {value!r}")
+            raise DoorlockError(bad + f"a number ({_allowed(m)}), got {quote(value)}")
         value = float(value)
     lo, hi = m["lo"], m["hi"]
     if ((lo is not None and (value <= lo if m["lo_open"] else value < lo))
             or (hi is not None and value > hi)):
-        raise DoorlockError(f"{where}: {name} = {value!r} is out of range (allowed: {_allowed(m)})")
+        raise DoorlockError(f"{where}: {name} = {quote(value)} is out of range (allowed: {_allowed(m)})")
     return value
 
 
@@ -328,7 +339,7 @@ def _check_together(cfg: Config, where: str) -> None:
         raise DoorlockError(f"{where}: camera.source is empty (allowed: \"picamera\", \"usb:N\", "
                             "/dev/videoN or a video file)")
     if src.startswith("usb:") and not src[4:].isdigit():
-        raise DoorlockError(f"{where}: camera.source = {src!r}: expected usb:N with N a number")
+        raise DoorlockError(f"{where}: camera.source = {quote(src)}: expected usb:N with N a number")
     for key in ("bundle", "gallery"):
         if not getattr(cfg.recognition, key).strip():
             raise DoorlockError(f"{where}: recognition.{key} is empty (allowed: a path)")

@@ -22,15 +22,21 @@ The manifest, as the administrator writes it:
 table (key id, time of signing, HMAC-SHA256 made with the device enrolment key over every
 byte of the file above the HMAC's own line, which is the last line). So the HMAC covers
 the manifest and, through the hashes, every photo: nothing on the stick can be changed
-after signing without the door noticing.
+after signing without the door noticing. `sign` checks the manifest and the photos as the
+door will; when it cannot sign it changes nothing and exits with status 2 and a one-line
+reason on stderr (0 when it signed).
 
 What the door does with a stick, in order, touching nothing but the manifest until the
 manifest is authentic:
-1. the manifest: a regular file (no symlink) of at most 64 KiB, UTF-8, valid TOML, the
-   schema above (unknown keys refused), safe relative paths (no "..", no absolute path, no
-   backslash or control character), within the limits below; signed with this door's key;
-   signed after the last stick applied (an old stick cannot be replayed to undo a revoke).
-   Any fault here refuses the whole stick: nothing changes.
+1. the manifest: a regular file (no symlink) of at most 64 KiB whose last line is an HMAC
+   made with this door's key over the raw bytes above it. Verify, then parse: the HMAC is
+   checked before anything decodes or parses the manifest, so nothing of an unsigned or
+   forged stick is read. Then UTF-8, valid TOML nested at most 8 levels deep and with no
+   string over 1000 characters (bounded all the same: a signed stick can come from a
+   careless administrator), the schema above (unknown keys refused), safe relative paths
+   (no "..", no absolute path, no backslash or control character), within the limits
+   below; signed after the last stick applied (an old stick cannot be replayed to undo a
+   revoke). Any fault here refuses the whole stick, with a one-line reason: nothing changes.
 2. each photo: opened below doorlock/ one folder at a time without following symbolic
    links, a regular file of at most 20 MiB, read whole, its sha256 equal to the signed one,
    a JPEG or PNG that is complete (end marker present) and whose header declares at most
@@ -64,6 +70,7 @@ from typing import Callable
 
 from . import keys
 from .errors import DoorlockError
+from .untrusted import TomlLimitError, load_toml, one_line, quote
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ MAX_PHOTOS_PER_PERSON = 10
 MAX_REVOKES = 1000
 MAX_NAME_CHARS = 64
 MAX_PATH_CHARS = 200
+MAX_STRING_CHARS = 1000    # any other string (access hours); names and paths have lower limits
+MAX_NESTING = 8            # arrays and tables inside each other (a manifest needs 4)
 MAX_PATH_DEPTH = 8
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -87,7 +96,9 @@ MAX_SIDE = 12_000
 SIGN_MARKER = ("# --- signed by `python -m edge sign`: do not edit below this line "
                "(edit above it and sign again) ---")
 MAC_DOMAIN = b"doorlock-enrol-manifest-v1\n"
-_MAC_LINE = re.compile(r'hmac_sha256 = "([0-9a-f]{64})"\Z')
+_MAC_LINE = re.compile(rb'hmac_sha256 = "([0-9a-f]{64})"\Z')
+_KEY_ID_LINE = re.compile(rb'^key_id = "([0-9a-f]{16})"$', re.M)
+_SIGNATURE_HEADER = b"\n[signature]\n"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _STICK_GONE = {errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN,
                errno.ENOMEDIUM, errno.EBADF}
@@ -129,9 +140,9 @@ class Manifest:
 
 def check_name(name, what: str = "name") -> str:
     if not isinstance(name, str):
-        raise StickError(f"manifest: {what} must be a string, got {name!r}")
+        raise StickError(f"manifest: {what} must be a string, got {quote(name)}")
     if not name or name != name.strip() or len(name) > MAX_NAME_CHARS:
-        raise StickError(f"manifest: bad {what} {name!r} (1..{MAX_NAME_CHARS} characters, "
+        raise StickError(f"manifest: bad {what} {quote(name)} (1..{MAX_NAME_CHARS} characters, "
                          "no leading or trailing spaces)")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise StickError(f"manifest: bad {what} {name!r} (control characters)")
@@ -142,7 +153,7 @@ def check_photo_path(path) -> str:
     """A safe path relative to doorlock/: refuses absolute paths, traversal ("..", "."),
     backslashes, drive letters, control characters, empty parts and very deep or long paths."""
     if not isinstance(path, str):
-        raise StickError(f"manifest: a photo path must be a string, got {path!r}")
+        raise StickError(f"manifest: a photo path must be a string, got {quote(path)}")
     shown = json.dumps(path)[:80]
     if not path or len(path) > MAX_PATH_CHARS:
         raise StickError(f"manifest: photo path {shown} is empty or too long")
@@ -178,29 +189,42 @@ def _check_hours(value, name: str):
     return value if isinstance(value, str) else tuple(value)
 
 
-def parse_manifest(raw: bytes) -> tuple[Manifest, dict]:
-    """The manifest's content, validated; also the raw TOML table (for the signature).
-    Raises StickError with the reason."""
+def _too_large(raw: bytes) -> None:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise StickError(f"manifest is too large ({len(raw)} bytes, limit {MAX_MANIFEST_BYTES})")
+
+
+def load_manifest_toml(text: str) -> dict:
+    """The manifest's TOML within bounds (nesting, string lengths); StickError if not."""
+    try:
+        return load_toml(text, MAX_NESTING, MAX_STRING_CHARS)
+    except tomllib.TOMLDecodeError as exc:
+        raise StickError(f"manifest is not valid TOML: {one_line(exc, 200)}") from None
+    except TomlLimitError as exc:
+        raise StickError(f"manifest: {exc}") from None
+
+
+def parse_manifest(raw: bytes) -> tuple[Manifest, dict]:
+    """The manifest's content, validated; also the raw TOML table (for the signature).
+    Raises StickError with the reason. The door calls it only on a manifest whose
+    signature it has checked (`authenticate`)."""
+    _too_large(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise StickError("manifest is not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StickError(f"manifest is not valid TOML: {exc}") from None
+    data = load_manifest_toml(text)
     return validate_manifest(data), data
 
 
 def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
-    known = {"version", "revoke", "person"} | ({"photo_sha256", "signature"} if signed_part else set())
+    known = {"version", "revoke", "person"} | (
+        {"photo_sha256", "signature"} if signed_part else set())
     for key in data:
         if key not in known:
-            raise StickError(f"manifest: unknown key {key!r} (known: {', '.join(sorted(known))})")
+            raise StickError(f"manifest: unknown key {quote(key)} (known: {', '.join(sorted(known))})")
     if data.get("version") != MANIFEST_VERSION:
-        raise StickError(f"manifest: version must be {MANIFEST_VERSION}, got {data.get('version')!r}")
+        raise StickError(f"manifest: version must be {MANIFEST_VERSION}, got {quote(data.get('version'))}")
     people_raw = data.get("person", [])
     if not isinstance(people_raw, list) or not all(isinstance(p, dict) for p in people_raw):
         raise StickError("manifest: 'person' must be [[person]] tables")
@@ -208,7 +232,7 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
         raise StickError(f"manifest: {len(people_raw)} people, limit {MAX_PEOPLE} per stick")
     revoke_raw = data.get("revoke", [])
     if not isinstance(revoke_raw, list):
-        raise StickError(f"manifest: 'revoke' must be a list of names, got {revoke_raw!r}")
+        raise StickError(f"manifest: 'revoke' must be a list of names, got {quote(revoke_raw)}")
     if len(revoke_raw) > MAX_REVOKES:
         raise StickError(f"manifest: {len(revoke_raw)} names to revoke, limit {MAX_REVOKES}")
     revoke = tuple(check_name(n, "name to revoke") for n in revoke_raw)
@@ -216,7 +240,8 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
     for i, p in enumerate(people_raw, 1):
         for key in p:
             if key not in ("name", "photos", "hours"):
-                raise StickError(f"manifest: person {i}: unknown key {key!r} (known: hours, name, photos)")
+                raise StickError(f"manifest: person {i}: unknown key {quote(key)} (known: hours, "
+                                 "name, photos)")
         name = check_name(p.get("name"), f"name of person {i}")
         if name in names:
             raise StickError(f"manifest: {name!r} is listed twice")
@@ -240,43 +265,59 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
     return Manifest(tuple(people), revoke)
 
 
-def _signature_parts(raw: bytes, data: dict, manifest: Manifest) -> tuple[bytes, str, str, datetime, dict]:
-    """(signed bytes, mac, key id, signed_at, photo hashes) of a signed manifest."""
+def verify_signature(raw: bytes, key: bytes) -> None:
+    """Check the HMAC over the raw bytes, before anything else reads them: within the size
+    limit, the last line is `hmac_sha256 = "<hex>"`, the key id (for a clear reason when
+    it is another door's key), and the HMAC over MAC_DOMAIN and every byte above that line.
+    Nothing of an unsigned or forged manifest is decoded or parsed. StickError if not."""
+    _too_large(raw)
     body = raw.rstrip(b"\n")
     cut = body.rfind(b"\n")
-    last = body[cut + 1:].decode("utf-8", "replace")
-    sig = data.get("signature")
-    m = _MAC_LINE.match(last)
-    if not isinstance(sig, dict) or m is None:
+    m = _MAC_LINE.match(body[cut + 1:])
+    if cut < 0 or m is None:
         raise StickError("manifest is not signed (sign it with `python -m edge sign` on the "
                          "administrator's computer)")
-    if set(sig) != {"key_id", "signed_at", "hmac_sha256"} or sig["hmac_sha256"] != m.group(1):
+    signed = body[:cut + 1]
+    mine = keys.key_id(key)
+    at = signed.rfind(_SIGNATURE_HEADER)
+    found = _KEY_ID_LINE.findall(signed, at + 1) if at >= 0 else []
+    kid = found[-1].decode("ascii") if found else None
+    if kid is not None and kid != mine:
+        raise StickError(f"manifest is signed with another key (key id {kid}; this door's "
+                         f"key id is {mine})")
+    if not keys.verify(key, MAC_DOMAIN + signed, m.group(1).decode("ascii")):
+        raise StickError("manifest signature does not match: the manifest was changed after "
+                         "it was signed")
+
+
+def _signature_parts(raw: bytes, data: dict, manifest: Manifest, key: bytes
+                     ) -> tuple[str, datetime, dict]:
+    """(key id, signed_at, photo hashes) of a manifest whose HMAC was checked."""
+    sig = data.get("signature")
+    mac = _MAC_LINE.match(raw.rstrip(b"\n").rsplit(b"\n", 1)[-1]).group(1).decode("ascii")
+    if (not isinstance(sig, dict) or set(sig) != {"key_id", "signed_at", "hmac_sha256"}
+            or sig["hmac_sha256"] != mac or sig["key_id"] != keys.key_id(key)):
         raise StickError("manifest: malformed [signature] table (sign it again)")
     try:
         signed_at = datetime.fromisoformat(str(sig["signed_at"]).replace("Z", "+00:00"))
     except ValueError:
-        raise StickError(f"manifest: bad signed_at {sig['signed_at']!r}") from None
+        raise StickError(f"manifest: bad signed_at {quote(sig['signed_at'])}") from None
     if signed_at.tzinfo is None:
-        raise StickError(f"manifest: signed_at {sig['signed_at']!r} has no time zone")
+        raise StickError(f"manifest: signed_at {quote(sig['signed_at'])} has no time zone")
     hashes = data.get("photo_sha256", {})
     if not isinstance(hashes, dict) or set(hashes) != set(manifest.photo_paths) or not all(
             isinstance(h, str) and _HEX64.match(h) for h in hashes.values()):
         raise StickError("manifest: the signed photo hashes do not match the photos named "
                          "(sign it again)")
-    return body[:cut + 1], m.group(1), str(sig["key_id"]), signed_at, dict(hashes)
+    return sig["key_id"], signed_at, dict(hashes)
 
 
 def authenticate(raw: bytes, key: bytes) -> Manifest:
-    """The manifest, if it is valid and signed with `key`; else StickError with the reason."""
+    """The manifest, if it is signed with `key` and valid; else StickError with the reason.
+    Verify, then parse: the signature is checked over the raw bytes first."""
+    verify_signature(raw, key)
     manifest, data = parse_manifest(raw)
-    signed, mac, kid, signed_at, hashes = _signature_parts(raw, data, manifest)
-    mine = keys.key_id(key)
-    if kid != mine:
-        raise StickError(f"manifest is signed with another key (key id {kid}; this door's "
-                         f"key id is {mine})")
-    if not keys.verify(key, MAC_DOMAIN + signed, mac):
-        raise StickError("manifest signature does not match: the manifest was changed after "
-                         "it was signed")
+    kid, signed_at, hashes = _signature_parts(raw, data, manifest, key)
     return Manifest(manifest.people, manifest.revoke, kid, signed_at, hashes)
 
 
@@ -562,11 +603,7 @@ def sign_stick(root: str | os.PathLike, key: bytes, now: datetime | None = None)
         lines = text.split("\n")
         if SIGN_MARKER in lines:
             text = "\n".join(lines[:lines.index(SIGN_MARKER)])
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise StickError(f"manifest is not valid TOML: {exc}") from None
-        manifest = validate_manifest(data, signed_part=False)
+        manifest = validate_manifest(load_manifest_toml(text), signed_part=False)
         hashes, problems = {}, []
         for path in manifest.photo_paths:
             try:
@@ -677,7 +714,7 @@ def enrol_from_stick(root: str | os.PathLike, key: bytes, gallery_path: str | os
         stick = Stick(root)
         _apply(stick, report, key, Path(gallery_path), embed, fingerprint, dim, on_photo)
     except DoorlockError as exc:  # StickError, or a gallery fault: nothing changed
-        report.refused = str(exc)
+        report.refused = one_line(str(exc), 600)
     finally:
         if write_report and stick is not None and stick.still_here():
             put_report(stick, report.text(), report)

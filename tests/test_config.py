@@ -181,3 +181,56 @@ def test_config_from_dict_and_frozen():
     assert cfg.relay.pin == 5
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.relay.pin = 6
+
+
+# --- hostile files: one line, never a traceback or a hang (issue 17) -------------------------
+
+NESTED = [
+    ("[camera]\nsource = " + "[" * 20_000 + "]" * 20_000, "nested more than"),
+    ("[camera]\nsource = " + "{a = " * 10_000 + "1" + "}" * 10_000, "nested more than"),
+    ("[camera]\n" + "a." * 20_000 + "a = 1\n", "dotted key"),
+    ("[camera]\nsource = \"" + "x" * 10_000 + "\"\n", "a string of 10000 characters"),
+]
+
+
+@pytest.mark.parametrize("text, words", NESTED, ids=["arrays", "inline-tables", "dotted-key", "long-string"])
+def test_hostile_nesting_gives_one_line(tmp_path, text, words):
+    """tomllib recurses once per bracket (RecursionError) and is quadratic in a dotted
+    key's parts; the file is scanned first, so either is a one-line error."""
+    import time
+
+    t = time.monotonic()
+    msg = error(tmp_path, text)
+    assert words in msg and len(msg) < 300, msg
+    assert time.monotonic() - t < 2.0
+    with pytest.raises(DoorlockError, match="nested more than"):
+        Config().override("camera.source=" + "[" * 5000)
+
+
+def test_nested_inside_strings_and_comments_is_not_nesting(tmp_path):
+    text = (r'# [[[[[[[[[[[[[[[[[[[[[[[[ {{{{{{{{{{{{{{{{{{{{{{ a.b.c.d.e.f.g.h.i.j.k.l' '\n'
+            r'[camera]' '\n'
+            r'source = "[[[[[[[[[[[[[[[[[[[[[[[[[[.a.b.c.d.e.f.g.h.i.j.k \"[[[[[[[[[[["' '\n'
+            r"[screen]" "\n"
+            r"driver = '''{{{{{{{{{{{{{{{{{{{{{{{{{{{'''" "\n"
+            r"[audit]" "\n"
+            r'debug_dir = """[[[[[[[[[[[[\"""b\\"""' '\n'
+            r"path = 'x.a.b.c.d.e.f.g.h.i.j.k.l.m.n'" "\n")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.camera.source.startswith("[[[[") and cfg.screen.driver == "{" * 27
+    assert cfg.audit.debug_dir == '[[[[[[[[[[[["""b\\' and cfg.audit.path.endswith("m.n")
+
+
+def test_cli_gives_one_line_for_a_nested_config(tmp_path):
+    import subprocess
+    import sys
+
+    p = write(tmp_path, "[camera]\nsource = " + "[" * 20_000)
+    repo = Path(__file__).resolve().parents[1]
+    for args in (["run", "--config", str(p)],
+                 ["enrol", "--name", "Ada", "--photo", str(p), "--config", str(p)]):
+        r = subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True,
+                           cwd=repo, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "nested more than" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr

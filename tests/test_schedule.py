@@ -266,3 +266,30 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     assert got[0].reason == "hours: outside access hours (Mon-Fri 07:00-19:00)"
     rec = next(read_records(tmp_path / "audit.jsonl"))
     assert rec["event"] == "refused" and rec["reason"] == got[0].reason and rec["best"] == "ada"
+
+
+def test_hostile_hours_take_linear_time_and_give_a_short_error():
+    """The window's regular expression was quadratic: 64 KB of spaces took 57 s and came
+    back as a 64 KB error. Now the window is parsed from its end, and hours are bounded."""
+    import time
+
+    for text in ("Mon" + " " * 20_000 + "07:00", "a" + " " * 20_000 + "x",
+                 "Mon " + " " * 20_000 + "07:00-0", "Mon-" * 5_000 + "07:00-08:00"):
+        t = time.monotonic()
+        with pytest.raises(HoursError) as exc:
+            parse_window(text)
+        assert time.monotonic() - t < 0.5, text[:20]
+        assert len(str(exc.value)) < 300 and "\n" not in str(exc.value)
+    with pytest.raises(HoursError, match=r"too long \(64000 characters, limit 1000\)"):
+        parse_hours(" " * 64_000)
+    with pytest.raises(HoursError, match="limit 1000"):
+        parse_hours(["Mon 07:00-08:00"] * 100)
+    with pytest.raises(HoursError, match="51 access windows, limit 50"):
+        parse_hours("; ".join(["Mon 07:00-08:00"] * 51))
+    # the window syntax the regular expression accepted still parses the same
+    assert parse_window(" Mon - Fri\t07:00 - 19:00 ").days == frozenset(range(5))
+    assert parse_window("Sat, Sun 9:00-13:00").start == 540
+    for bad in ("Mon07:00-08:00", "1 07:00-08:00", "Mon 107:00-08:00", "07:00-", "-08:00",
+                "Mon 07:00-08:00-", "Mon\t,Tue 07:00-08:00"):
+        with pytest.raises(HoursError, match="bad access window"):
+            parse_window(bad)

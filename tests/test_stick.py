@@ -5,10 +5,12 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import time
 import tomllib
 import zlib
 from dataclasses import dataclass
@@ -108,23 +110,38 @@ def make_stick(tmp_path, files, text, name="stick"):
     return root
 
 
+def signed_bytes(text, key, signed_at=None, hashes=None):
+    """`text` (bytes or str, anything at all) with the signed part `sign` appends below it:
+    photo hashes, [signature], and the HMAC with `key` over every byte above its line."""
+    body = text if isinstance(text, bytes) else text.encode()
+    when = (signed_at or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+    out = body.rstrip(b"\n") + b"\n\n" + SIGN_MARKER.encode() + b"\n[photo_sha256]\n"
+    out += "".join(f"{json.dumps(p)} = \"{h}\"\n" for p, h in (hashes or {}).items()).encode()
+    out += f"\n[signature]\nkey_id = \"{keys.key_id(key)}\"\nsigned_at = \"{when}\"\n".encode()
+    return out + f"hmac_sha256 = \"{keys.sign(key, MAC_DOMAIN + out)}\"\n".encode()
+
+
 def force_sign(root, key, signed_at=None):
     """Sign whatever the manifest says, as a careless or malicious administrator's tool
-    would: photo hashes are taken by following links and paths blindly, so only the door's
-    own checks stand between such a stick and the gallery."""
+    would: photo hashes are taken by following links and paths blindly (none when the
+    manifest cannot be read), so only the door's own checks stand between such a stick
+    and the gallery."""
     d = root / "doorlock"
-    text = (d / "enrol.toml").read_text()
-    paths = [p for person in tomllib.loads(text).get("person", []) for p in person["photos"]]
+    raw = (d / "enrol.toml").read_bytes()
+    try:  # (a hostile manifest's photos are not looked for: tomllib cannot read it)
+        paths = [p for person in tomllib.loads(raw.decode()).get("person", []) for p in person["photos"]] \
+            if len(raw) < 8192 else []
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        paths = []
     hashes = {}
     for p in paths:
-        f = d / p
-        hashes[p] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else "0" * 64
-    when = (signed_at or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
-    out = text.rstrip("\n") + "\n\n" + SIGN_MARKER + "\n[photo_sha256]\n"
-    out += "".join(f"{json.dumps(p)} = \"{h}\"\n" for p, h in hashes.items())
-    out += f"\n[signature]\nkey_id = \"{keys.key_id(key)}\"\nsigned_at = \"{when}\"\n"
-    body = out.encode()
-    (d / "enrol.toml").write_bytes(body + f"hmac_sha256 = \"{keys.sign(key, MAC_DOMAIN + body)}\"\n".encode())
+        try:
+            f = d / p
+            ok = f.is_file()
+        except (ValueError, TypeError, OSError):
+            ok = False
+        hashes[p] = hashlib.sha256(f.read_bytes()).hexdigest() if ok else "0" * 64
+    (d / "enrol.toml").write_bytes(signed_bytes(raw, key, signed_at, hashes))
 
 
 def refused(report, *words):
@@ -375,8 +392,7 @@ def test_an_older_stick_cannot_be_replayed(tmp_path, door, faces):
 def test_unsafe_photo_paths_are_refused_even_when_signed(tmp_path, door, faces, path, words):
     shutil.copyfile(faces / "train" / "biden" / "biden.jpg", tmp_path / "secret.jpg")
     root = make_stick(tmp_path, {}, manifest(("Joe Biden", [path])))
-    if "\x00" not in path:
-        force_sign(root, door.key)
+    force_sign(root, door.key)
     why = refused(door.enrol(root), *words)
     print(why)
     door.assert_untouched()
@@ -399,7 +415,9 @@ def test_unsafe_photo_paths_are_refused_even_when_signed(tmp_path, door, faces, 
     ('version = 1\nrevoke = "Ada"\n', ("must be a list",)),
 ])
 def test_bad_manifests_are_refused(tmp_path, door, text, words):
+    """Signed (by a careless administrator's tool): the door still checks everything."""
     root = make_stick(tmp_path, {}, text)
+    force_sign(root, door.key)
     refused(door.enrol(root), *words)
     door.assert_untouched()
 
@@ -407,10 +425,88 @@ def test_bad_manifests_are_refused(tmp_path, door, text, words):
 def test_manifest_not_utf8_or_too_large_is_refused(tmp_path, door):
     root = make_stick(tmp_path, {}, "")
     (root / "doorlock" / "enrol.toml").write_bytes(b"version = 1\nname = \"\xff\xfe\"\n")
+    force_sign(root, door.key)
     refused(door.enrol(root), "not UTF-8")
     (root / "doorlock" / "enrol.toml").write_bytes(b"# " + b"x" * (70 * 1024) + b"\nversion = 1\n")
     refused(door.enrol(root), "too large")
     door.assert_untouched()
+
+
+# --- verify, then parse: hostile TOML never reaches the parser unsigned (issue 17) ----------
+
+HOSTILE = {
+    "nested-arrays": ("version = 1\nx = " + "[" * 40_000, "nested more than 8 levels"),
+    "nested-tables": ("version = 1\nx = " + "{a = " * 8_000 + "1" + "}" * 8_000, "nested more than 8 levels"),
+    "dotted-key": ("version = 1\n" + "a." * 20_000 + "a = 1\n", "dotted key"),
+    "hours-of-spaces": ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\nhours = "Mon'
+                        + " " * 20_000 + 'x"\n', "a string of 20004 characters (limit 1000)"),
+    "long-revoke": ('version = 1\nrevoke = "' + "x" * 60_000 + '"\n', "a string of 60000 characters"),
+}
+
+
+def _timed(fn):
+    t = time.monotonic()
+    out = fn()
+    return out, time.monotonic() - t
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_an_unsigned_hostile_manifest_is_refused_unparsed(tmp_path, door, case, monkeypatch):
+    """RecursionError (a traceback) and 57 s of CPU came from parsing before the signature
+    was checked; now the HMAC over the raw bytes comes first."""
+    root = make_stick(tmp_path, {}, HOSTILE[case][0])
+    def no_parsing(*a, **kw):
+        raise AssertionError("an unsigned manifest was parsed")
+    monkeypatch.setattr(tomllib, "loads", no_parsing)
+    report, took = _timed(lambda: door.enrol(root))
+    refused(report, "not signed")
+    assert took < 2.0
+    door.assert_untouched()
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_signed_hostile_manifest_gives_one_short_line(tmp_path, door, case):
+    """A careless administrator's tool may sign anything: nesting and string lengths are
+    bounded anyway, and the reason is one short line."""
+    text, words = HOSTILE[case]
+    root = make_stick(tmp_path, {}, text)
+    force_sign(root, door.key)
+    report, took = _timed(lambda: door.enrol(root))
+    why = refused(report, words)
+    assert len(why) < 200 and "\n" not in why, why
+    assert took < 2.0
+    door.assert_untouched()
+
+
+def test_sign_fails_cleanly_on_a_hostile_manifest(tmp_path, key):
+    """`edge sign`: exit 2 and one line on stderr (no traceback), the stick unchanged."""
+    keyfile = tmp_path / "enrol.key"
+    keys.write_key(keyfile, key)
+    for case, (text, words) in HOSTILE.items():
+        root = make_stick(tmp_path, {}, text, name=case)
+        with pytest.raises(StickError, match=re.escape(words)):
+            sign_stick(root, key)
+        assert (root / "doorlock" / "enrol.toml").read_text() == text
+    r = subprocess.run([sys.executable, "-m", "edge", "sign", "--key", str(keyfile),
+                        str(tmp_path / "nested-arrays")], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: manifest: nested more than 8 levels"), r.stderr
+
+
+def test_signed_stick_verification_reads_only_the_raw_bytes(key):
+    """verify_signature: the reasons, in order, from the bytes alone."""
+    body = signed_bytes(manifest(("Ada", ["a.jpg"])), key)
+    stick.verify_signature(body, key)
+    with pytest.raises(StickError, match="not signed"):
+        stick.verify_signature(body.rstrip(b"\n").rsplit(b"\n", 1)[0], key)
+    other = keys.generate_key()
+    with pytest.raises(StickError, match=f"another key \\(key id {keys.key_id(other)}"):
+        stick.verify_signature(signed_bytes("x", other), key)
+    with pytest.raises(StickError, match="changed after it was signed"):
+        stick.verify_signature(body.replace(b"Ada", b"Eve"), key)
+    with pytest.raises(StickError, match="too large"):
+        stick.verify_signature(b"#" * (70 * 1024) + body, key)
 
 
 def test_symlinked_manifest_or_folder_is_refused(tmp_path, door, faces):
