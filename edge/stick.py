@@ -12,6 +12,7 @@ The manifest, as the administrator writes it:
 
   version = 1
   revoke = ["Joe Biden"]                     # optional: people to remove
+  # replay_reset = "2099-01-01T00:00:00.000000Z"   # only to recover from a wrong clock (below)
 
   [[person]]
   name = "Barack Obama"
@@ -49,6 +50,23 @@ manifest is authentic:
 4. only then the gallery is changed, in one atomic save under the gallery lock (revokes
    and enrolments together), and the report is written.
 Only feature vectors are stored; photos never leave the stick.
+
+Replay protection, and a wrong clock. The door keeps the time of the last stick applied
+(stick-state.json beside the gallery) and checks each stick's signed time against it and
+its own clock (`check_fresh`):
+- a stick must be signed after the last one applied here: an old stick inserted again
+  cannot undo a revoke ("sign it again" makes it new);
+- a stick signed more than a day ahead of the door's clock is refused, so a computer whose
+  clock reads 2099 cannot move the record into the future and so lock out every stick
+  signed after it. (A door whose own clock is not set, before the build date, cannot judge
+  and does not refuse on this ground.)
+- the way back, when such a stick was applied all the same (by an older version, or while
+  the door's clock was wrong too): every correctly dated stick is then refused "before the
+  last stick applied here (T)", and the door names T. Add `replay_reset = "T"`, with T
+  exactly as the door reports it, to the manifest of a new stick and sign it. The door
+  applies that stick whatever its own date, but only while its record is T, and records
+  the new stick's time. Being in the signed manifest it needs the key like any stick, and
+  it cannot be replayed: once applied, the record is no longer T.
 """
 
 from __future__ import annotations
@@ -64,7 +82,7 @@ import socket
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +106,8 @@ MAX_NAME_CHARS = 64
 MAX_PATH_CHARS = 200
 MAX_STRING_CHARS = 1000    # any other string (access hours); names and paths have lower limits
 MAX_NESTING = 8            # arrays and tables inside each other (a manifest needs 4)
+MAX_CLOCK_AHEAD = timedelta(days=1)   # a stick signed further ahead of the door's clock is refused
+REPLAY_RESET = "replay_reset"
 MAX_PATH_DEPTH = 8
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -132,6 +152,7 @@ class Manifest:
     key_id: str | None = None
     signed_at: datetime | None = None
     sha256: dict = field(default_factory=dict)   # photo path -> hex digest (signed)
+    replay_reset: datetime | None = None          # the wrongly dated last stick it replaces
 
     @property
     def photo_paths(self) -> list[str]:
@@ -217,14 +238,29 @@ def parse_manifest(raw: bytes) -> tuple[Manifest, dict]:
     return validate_manifest(data), data
 
 
+def _check_reset(value) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(
+            str(value).replace("Z", "+00:00")) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise StickError(f"manifest: {REPLAY_RESET} must be the time of the last stick applied, "
+                         f"as the door reports it (\"2099-01-01T00:00:00.000000Z\"), got {quote(value)}")
+    return when
+
+
 def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
-    known = {"version", "revoke", "person"} | (
+    known = {"version", "revoke", "person", REPLAY_RESET} | (
         {"photo_sha256", "signature"} if signed_part else set())
     for key in data:
         if key not in known:
             raise StickError(f"manifest: unknown key {quote(key)} (known: {', '.join(sorted(known))})")
     if data.get("version") != MANIFEST_VERSION:
         raise StickError(f"manifest: version must be {MANIFEST_VERSION}, got {quote(data.get('version'))}")
+    reset = _check_reset(data.get(REPLAY_RESET))
     people_raw = data.get("person", [])
     if not isinstance(people_raw, list) or not all(isinstance(p, dict) for p in people_raw):
         raise StickError("manifest: 'person' must be [[person]] tables")
@@ -262,7 +298,7 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
         people.append(Person(name, tuple(photos), _check_hours(p.get("hours"), name)))
     if not people and not revoke:
         raise StickError("manifest: nobody to enrol or revoke")
-    return Manifest(tuple(people), revoke)
+    return Manifest(tuple(people), revoke, replay_reset=reset)
 
 
 def verify_signature(raw: bytes, key: bytes) -> None:
@@ -318,7 +354,7 @@ def authenticate(raw: bytes, key: bytes) -> Manifest:
     verify_signature(raw, key)
     manifest, data = parse_manifest(raw)
     kid, signed_at, hashes = _signature_parts(raw, data, manifest, key)
-    return Manifest(manifest.people, manifest.revoke, kid, signed_at, hashes)
+    return Manifest(manifest.people, manifest.revoke, kid, signed_at, hashes, manifest.replay_reset)
 
 
 # --- the stick on disk: reading without following links, writing the report ----------------
@@ -691,24 +727,74 @@ class StickReport:
 def _last_signed_at(state_path: Path) -> datetime | None:
     try:
         data = json.loads(state_path.read_text())
-        return datetime.fromisoformat(data["last_signed_at"].replace("Z", "+00:00"))
+        last = datetime.fromisoformat(data["last_signed_at"].replace("Z", "+00:00"))
+        if last.tzinfo is None:
+            raise ValueError("no time zone")
+        return last
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise StickError(f"{state_path}: unreadable record of the last stick applied; "
                          "remove it to accept sticks again") from None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def check_fresh(manifest: Manifest, last: datetime | None, now: datetime) -> None:
+    """Replay protection that survives a wrong clock (StickError if the stick is refused):
+    - a stick signed more than MAX_CLOCK_AHEAD after the door's clock is refused, so a
+      signing computer whose clock reads 2099 cannot set the door's record into the future
+      (unless the door's own clock is not set: before the build date it cannot judge);
+    - else a stick must be signed after the last one applied here (`last`), so an old stick
+      cannot be inserted again to undo a revoke;
+    - except a stick whose signed manifest says `replay_reset = "<time>"` with exactly the
+      time of the last stick applied here, as the door reports it: it is applied whatever
+      its date, and its own time becomes the record. It is the way back from a stick that
+      was applied with a wrong date, and it cannot be replayed (the record has moved on).
+      A stale replay_reset on a stick that is newer than the record anyway does no harm."""
+    from .schedule import BUILD_DATE
+
+    stamp = _utc_stamp(manifest.signed_at)
+    door_clock_set = now.date() >= BUILD_DATE
+    if door_clock_set and manifest.signed_at > now + MAX_CLOCK_AHEAD:
+        raise StickError(f"this stick was signed at {stamp}, more than a day ahead of this door's "
+                         f"clock ({_utc_stamp(now)}): the clock of the computer that signed it "
+                         "(or the door's) is wrong; set it right and sign the stick again")
+    if last is None or manifest.replay_reset == last:
+        return
+    hint = ""
+    if door_clock_set and last > now + MAX_CLOCK_AHEAD:
+        hint = (f". The last stick's time is ahead of this door's clock ({_utc_stamp(now)}): it "
+                "was signed on a computer whose clock was wrong. To recover, add the line "
+                f"{REPLAY_RESET} = \"{_utc_stamp(last)}\" to this manifest and sign it again")
+    if manifest.signed_at == last:
+        raise StickError(f"this stick (signed at {_utc_stamp(last)}) was already applied here; "
+                         "sign it again to apply it again" + hint)
+    if manifest.signed_at < last and manifest.replay_reset is not None:
+        raise StickError(f"this stick was signed at {stamp}, before the last stick applied here, "
+                         f"and its {REPLAY_RESET} = \"{_utc_stamp(manifest.replay_reset)}\" is not "
+                         f"that stick's time ({_utc_stamp(last)}): copy the time exactly as this "
+                         "door reports it, and sign the stick again")
+    if manifest.signed_at < last:
+        raise StickError(f"this stick was signed at {stamp}, before the "
+                         f"last stick applied here ({_utc_stamp(last)}): an old stick is never "
+                         "applied again (it could undo a revoke); sign it again to apply it" + hint)
 
 
 def enrol_from_stick(root: str | os.PathLike, key: bytes, gallery_path: str | os.PathLike,
                      embed: Callable, fingerprint: str, dim: int,
                      on_photo: Callable[[PhotoResult], None] | None = None,
-                     write_report: bool = True) -> StickReport:
+                     write_report: bool = True,
+                     clock: Callable[[], datetime] = _utc_now) -> StickReport:
     """Apply the stick at `root` to the gallery at `gallery_path`. `embed(image_rgb)`
     returns an edge.enrol.EnrolledFace (`.vector`, `.flip`, `.face_px`, ...) or raises a
     DoorlockError with the reason (edge.enrol.enrol_face). `on_photo` sees each photo's
     result as it is decided. The report is written to doorlock/report.txt when
-    `write_report` and the stick is writable; the returned report says what happened."""
-    report = StickReport(str(root), datetime.now(timezone.utc), keys.key_id(key))
+    `write_report` and the stick is writable; the returned report says what happened.
+    `clock` is the door's clock (aware), for the replay check (`check_fresh`)."""
+    report = StickReport(str(root), clock(), keys.key_id(key))
     stick = None
     try:
         stick = Stick(root)
@@ -751,13 +837,7 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
     report.signed_at = manifest.signed_at
     state_path = gallery_path.parent / STATE_FILE
     last = _last_signed_at(state_path)
-    if last is not None and manifest.signed_at == last:
-        raise StickError(f"this stick (signed at {_utc_stamp(last)}) was already applied here; "
-                         "sign it again to apply it again")
-    if last is not None and manifest.signed_at < last:
-        raise StickError(f"this stick was signed at {_utc_stamp(manifest.signed_at)}, before the "
-                         f"last stick applied here ({_utc_stamp(last)}): an old stick is never "
-                         "applied again (it could undo a revoke); sign it again to apply it")
+    check_fresh(manifest, last, report.started_at)
 
     faces: dict[str, list] = {}
     for person in manifest.people:
@@ -817,9 +897,11 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
         report.people_total = len(gallery)
         from .fsutil import atomic_write_bytes
 
+        record = {"last_signed_at": _utc_stamp(manifest.signed_at), "key_id": manifest.key_id,
+                  "applied_at": _utc_stamp(report.started_at)}
+        if manifest.replay_reset is not None:
+            record["replaced_record"] = _utc_stamp(manifest.replay_reset)
         try:
-            atomic_write_bytes(state_path, json.dumps(
-                {"last_signed_at": _utc_stamp(manifest.signed_at), "key_id": manifest.key_id,
-                 "applied_at": _utc_stamp(datetime.now(timezone.utc))}).encode(), mode=0o600)
+            atomic_write_bytes(state_path, json.dumps(record).encode(), mode=0o600)
         except OSError as exc:
             log.error("could not record the stick as applied in %s: %s", state_path, exc)

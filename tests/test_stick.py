@@ -377,6 +377,88 @@ def test_an_older_stick_cannot_be_replayed(tmp_path, door, faces):
     assert door.gallery.read_bytes() == gallery
 
 
+# --- a wrong clock must not lock the administrator out (issue 17) ---------------------------
+
+def _revoke_stick(tmp_path, name, when, *, revoke=("Existing Person",), extra="", key=None, door=None):
+    root = make_stick(tmp_path, {}, manifest(revoke=list(revoke), extra=extra), name=name)
+    force_sign(root, key or door.key, signed_at=when)
+    return root
+
+
+def test_a_stick_dated_far_ahead_of_the_door_is_refused(tmp_path, door):
+    """A stick signed on a computer whose clock read 2099 was applied, and then every
+    correctly dated stick was refused as older: revokes included."""
+    now = datetime.now(timezone.utc)
+    future = _revoke_stick(tmp_path, "2099", datetime(2099, 1, 1, tzinfo=timezone.utc), door=door)
+    why = refused(door.enrol(future), "more than a day ahead of this door's clock",
+                  "2099-01-01T00:00:00.000000Z", "sign the stick again")
+    assert "\n" not in why
+    door.assert_untouched()
+    # the record did not move: a correctly dated stick is applied
+    right = _revoke_stick(tmp_path, "right", now, door=door)
+    assert door.enrol(right).revoked == ["Existing Person"]
+    # a few hours ahead (time zones, a drifting clock) is fine
+    soon = make_stick(tmp_path, {}, manifest(revoke=["Nobody"]), name="soon")
+    force_sign(soon, door.key, signed_at=now + timedelta(hours=20))
+    assert door.enrol(soon).refused is None
+
+
+def test_a_door_whose_clock_is_not_set_cannot_judge_the_future(tmp_path, door):
+    """Before the build date the door's clock is wrong itself (a Pi without a real-time
+    clock, no network): it does not refuse sticks as being ahead of it."""
+    stuck = lambda: datetime(1970, 1, 1, tzinfo=timezone.utc)
+    root = _revoke_stick(tmp_path, "s", datetime.now(timezone.utc), door=door)
+    assert door.enrol(root, clock=stuck).revoked == ["Existing Person"]
+
+
+def test_a_signed_replay_reset_recovers_from_a_wrongly_dated_record(tmp_path, door):
+    """The record says 2099 (a stick applied while the door's clock read 2099 too, or by an
+    older version): the documented, signed recovery is `replay_reset = "<that time>"`."""
+    bogus = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime.now(timezone.utc) - timedelta(hours=1)
+    first = _revoke_stick(tmp_path, "first", bogus, revoke=["Nobody"], door=door)
+    assert door.enrol(first, clock=lambda: bogus).refused is None
+    stamp = "2099-01-01T00:00:00.000000Z"
+
+    right = _revoke_stick(tmp_path, "right", t0 - timedelta(minutes=1), door=door)
+    why = refused(door.enrol(right), "before the last stick applied here", f'replay_reset = "{stamp}"')
+    print(why)
+    gallery = door.gallery.read_bytes()
+    # the reset must name the record exactly, be signed with this door's key, be well formed
+    wrong = _revoke_stick(tmp_path, "wrong", t0, extra='replay_reset = "2098-01-01T00:00:00Z"\n', door=door)
+    refused(door.enrol(wrong), f"replay_reset = \"2098-01-01T00:00:00.000000Z\" is not", stamp)
+    other = _revoke_stick(tmp_path, "other", t0, extra=f'replay_reset = "{stamp}"\n', key=keys.generate_key())
+    refused(door.enrol(other), "another key")
+    bad = _revoke_stick(tmp_path, "bad", t0, extra='replay_reset = "soon"\n', door=door)
+    refused(door.enrol(bad), "replay_reset must be the time of the last stick applied")
+    far = _revoke_stick(tmp_path, "far", bogus + timedelta(days=1), extra=f'replay_reset = "{stamp}"\n', door=door)
+    refused(door.enrol(far), "more than a day ahead")
+    assert door.gallery.read_bytes() == gallery
+
+    reset = _revoke_stick(tmp_path, "reset", t0, extra=f'replay_reset = "{stamp}"\n', door=door)
+    report = door.enrol(reset)
+    assert report.revoked == ["Existing Person"], report.text()
+    state = json.loads((door.gallery.parent / stick.STATE_FILE).read_text())
+    assert state["last_signed_at"] == t0.isoformat().replace("+00:00", "Z")
+    assert state["replaced_record"] == stamp
+    # the reset stick cannot be replayed, and an older stick stays refused ...
+    refused(door.enrol(reset), "already applied")
+    refused(door.enrol(right), "before the last stick applied")
+    # ... while the next correctly dated stick is applied as usual
+    later = _revoke_stick(tmp_path, "later", t0 + timedelta(minutes=5), revoke=["Nobody"], door=door)
+    assert door.enrol(later).refused is None
+    refused(door.enrol(reset), "before the last stick applied here", "is not that stick's time")
+
+
+def test_sticks_signed_before_replay_reset_existed_still_work(tmp_path, door, faces):
+    """The format is unchanged: a stick signed by the previous version is applied."""
+    root = _one_person_stick(tmp_path, faces)
+    sign_stick(root, door.key)
+    text = (root / "doorlock" / "enrol.toml").read_text()
+    assert "replay_reset" not in text
+    assert door.enrol(root).enrolled == {"Joe Biden": 1}
+
+
 # --- hostile manifests: the whole stick is refused ------------------------------------------
 
 @pytest.mark.parametrize("path, words", [
