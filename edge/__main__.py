@@ -161,6 +161,8 @@ def cmd_enrol(args) -> int:
         return cmd_enrol_stick(args)
     if not args.name or not args.photo:
         raise DoorlockError("enrol needs --name and --photo (or --from PATH for a USB stick)")
+    from .names import check_name  # a stick's rule for names (NFC, visible, 64 characters)
+    args.name = check_name(args.name, "--name")
     from .app import gallery_file, load_models
     from .config import config_from_dict, load_config
     from .enrol import EnrolError, enrol_face, read_photo

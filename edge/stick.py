@@ -34,10 +34,13 @@ manifest is authentic:
    checked before anything decodes or parses the manifest, so nothing of an unsigned or
    forged stick is read. Then UTF-8, valid TOML nested at most 8 levels deep and with no
    string over 1000 characters (bounded all the same: a signed stick can come from a
-   careless administrator), the schema above (unknown keys refused), safe relative paths
+   careless administrator), the schema above (unknown keys refused), names as
+   edge/names.py has them (NFC, at most 64 characters, no control, formatting, separator or
+   other invisible character; compared without case or width for duplicates and revokes,
+   so a revoke removes every spelling of the name), safe relative paths
    (no "..", no absolute path, no backslash or control character), within the limits
    below; signed after the last stick applied (an old stick cannot be replayed to undo a
-   revoke). Any fault here refuses the whole stick, with a one-line reason: nothing changes.
+   revoke) and at most a day ahead of the door's clock (below). Any fault here refuses the whole stick, with a one-line reason: nothing changes.
 2. each photo: opened below doorlock/ one folder at a time without following symbolic
    links, a regular file of at most 20 MiB, read whole, its sha256 equal to the signed one,
    a JPEG or PNG that is complete (end marker present) and whose header declares at most
@@ -88,6 +91,8 @@ from typing import Callable
 
 from . import keys
 from .errors import DoorlockError
+from .names import MAX_NAME_CHARS, BadName, name_key, shown
+from .names import check_name as _name_rule
 from .untrusted import TomlLimitError, load_toml, one_line, quote
 
 log = logging.getLogger(__name__)
@@ -102,7 +107,6 @@ MAX_MANIFEST_BYTES = 64 * 1024
 MAX_PEOPLE = 200
 MAX_PHOTOS_PER_PERSON = 10
 MAX_REVOKES = 1000
-MAX_NAME_CHARS = 64
 MAX_PATH_CHARS = 200
 MAX_STRING_CHARS = 1000    # any other string (access hours); names and paths have lower limits
 MAX_NESTING = 8            # arrays and tables inside each other (a manifest needs 4)
@@ -160,14 +164,11 @@ class Manifest:
 
 
 def check_name(name, what: str = "name") -> str:
-    if not isinstance(name, str):
-        raise StickError(f"manifest: {what} must be a string, got {quote(name)}")
-    if not name or name != name.strip() or len(name) > MAX_NAME_CHARS:
-        raise StickError(f"manifest: bad {what} {quote(name)} (1..{MAX_NAME_CHARS} characters, "
-                         "no leading or trailing spaces)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise StickError(f"manifest: bad {what} {name!r} (control characters)")
-    return name
+    """The name in NFC (edge/names.py has the rule), or StickError."""
+    try:
+        return _name_rule(name, what)
+    except BadName as exc:
+        raise StickError(f"manifest: {exc}") from None
 
 
 def check_photo_path(path) -> str:
@@ -272,18 +273,22 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
     if len(revoke_raw) > MAX_REVOKES:
         raise StickError(f"manifest: {len(revoke_raw)} names to revoke, limit {MAX_REVOKES}")
     revoke = tuple(check_name(n, "name to revoke") for n in revoke_raw)
-    people, names, seen_paths = [], set(), {}
+    revoked = {name_key(n): n for n in revoke}
+    people, names, seen_paths = [], {}, {}
     for i, p in enumerate(people_raw, 1):
         for key in p:
             if key not in ("name", "photos", "hours"):
                 raise StickError(f"manifest: person {i}: unknown key {quote(key)} (known: hours, "
                                  "name, photos)")
         name = check_name(p.get("name"), f"name of person {i}")
-        if name in names:
-            raise StickError(f"manifest: {name!r} is listed twice")
-        if name in revoke:
+        k = name_key(name)
+        if k in names:
+            same = "" if names[k] == name else f" (the same name as {names[k]!r}, ignoring " \
+                "case and width)"
+            raise StickError(f"manifest: {name!r} is listed twice{same}")
+        if k in revoked:
             raise StickError(f"manifest: {name!r} is both enrolled and revoked")
-        names.add(name)
+        names[k] = name
         photos = p.get("photos")
         if not isinstance(photos, list) or not photos:
             raise StickError(f"manifest: {name!r} needs photos = [\"...\", ...] (at least one)")
@@ -877,13 +882,23 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
                 raise StickError(f"the door's gallery cannot be read, so it is not changed: "
                                  f"{exc}") from None
             gallery = Gallery(fingerprint, dim)
+        by_key: dict[str, list[str]] = {}   # every spelling of a name (edge/names.py)
+        for old in gallery.people:
+            by_key.setdefault(name_key(old), []).append(old)
         for name in manifest.revoke:
-            (report.revoked if gallery.remove(name) else report.not_enrolled).append(name)
+            found = by_key.pop(name_key(name), [])
+            for old in found:
+                gallery.remove(old)
+                report.revoked.append(shown(old))
+            if not found:
+                report.not_enrolled.append(name)
         for person in manifest.people:
             got = faces.get(person.name)
             if not got:
                 report.unchanged.append(person.name)
                 continue
+            for old in by_key.pop(name_key(person.name), []):
+                gallery.remove(old)  # re-enrolled under the name as this stick spells it
             info = {"source": "usb stick", "signed_at": _utc_stamp(manifest.signed_at)}
             if person.hours is not None:
                 info["hours"] = list(person.hours) if isinstance(person.hours, tuple) else person.hours

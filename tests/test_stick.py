@@ -514,6 +514,77 @@ def test_manifest_not_utf8_or_too_large_is_refused(tmp_path, door):
     door.assert_untouched()
 
 
+# --- names: one rule (edge/names.py), compared case- and width-folded (issue 17) ------------
+
+NFC_JOSE, NFD_JOSE = "Jos\u00e9", "Jose\u0301"
+
+
+@pytest.mark.parametrize("name, words", [
+    ("Ada\x85Lovelace", "control characters: U+0085"),
+    ("\u202eamabO kcaraB", "RIGHT-TO-LEFT OVERRIDE"),
+    ("Ada\u2028revoked  Barack Obama", "line separator"),
+    ("Barack\u200b Obama", "ZERO WIDTH SPACE"),
+    ("x" * 65, "1..64 characters"),
+])
+def test_names_that_hide_what_they_are_are_refused(tmp_path, door, faces, name, words):
+    for i, text in enumerate((manifest((name, ["photos/biden.jpg"])), manifest(revoke=[name]))):
+        root = make_stick(tmp_path, {"photos/biden.jpg": faces / "train" / "biden" / "biden.jpg"},
+                          text, name=f"s{i}")
+        force_sign(root, door.key)
+        why = refused(door.enrol(root), "bad name", words)
+        assert why.isprintable(), why
+        assert "\u2028" not in (root / "doorlock" / "report.txt").read_text()
+    door.assert_untouched()
+
+
+def test_nfd_and_nfc_jose_are_one_person(tmp_path, door, faces):
+    """NFD and NFC "José" were two people, and a revoke removed only one while reporting
+    success. Names are now NFC, and compared folded for duplicates and revokes."""
+    photo = {"p/biden.jpg": faces / "train" / "biden" / "biden.jpg"}
+    twice = make_stick(tmp_path, photo, manifest((NFC_JOSE, ["p/biden.jpg"]), (NFD_JOSE, ["p/biden.jpg"])),
+                       name="twice")
+    force_sign(twice, door.key)
+    refused(door.enrol(twice), "listed twice")
+    both = make_stick(tmp_path, photo, manifest(("JOSÉ", ["p/biden.jpg"]), revoke=[NFD_JOSE]), name="both")
+    force_sign(both, door.key)
+    refused(door.enrol(both), "both enrolled and revoked")
+    door.assert_untouched()
+
+    nfd = make_stick(tmp_path, photo, manifest((NFD_JOSE, ["p/biden.jpg"])), name="nfd")
+    sign_stick(nfd, door.key)
+    assert door.enrol(nfd).enrolled == {NFC_JOSE: 1}
+    assert load_gallery(door.gallery).names == ["Existing Person", NFC_JOSE]
+    # re-enrolled under another case: still one person, spelled as the newest stick has it
+    upper = make_stick(tmp_path, photo, manifest(("JOSÉ", ["p/biden.jpg"])), name="upper")
+    sign_stick(upper, door.key)
+    assert door.enrol(upper).enrolled == {"JOSÉ": 1}
+    assert load_gallery(door.gallery).names == ["Existing Person", "JOSÉ"]
+    revoke = make_stick(tmp_path, {}, manifest(revoke=[NFD_JOSE.lower()]), name="revoke")
+    sign_stick(revoke, door.key)
+    report = door.enrol(revoke)
+    assert report.revoked == ["JOSÉ"] and not report.not_enrolled
+    assert load_gallery(door.gallery).names == ["Existing Person"]
+
+
+def test_a_revoke_removes_every_spelling_an_older_version_let_in(tmp_path, door):
+    """A gallery from before the rule may hold NFD and NFC "José", and a "Barack Obama"
+    with a zero-width space: one revoke removes them all, and the report stays one line
+    per name."""
+    g = load_gallery(door.gallery)
+    v = g.vectors[:1]
+    for name in (NFC_JOSE, NFD_JOSE, "Barack Obama", "Barack\u200b Obama", "Ada\u2028Lovelace"):
+        g.add(name, v)
+    g.save(door.gallery)
+    root = make_stick(tmp_path, {}, manifest(revoke=["josé", "Barack Obama", "Ada Lovelace"]))
+    force_sign(root, door.key)
+    report = door.enrol(root)
+    assert sorted(report.revoked) == sorted([NFC_JOSE, NFD_JOSE, "Barack Obama", "Barack\\u200b Obama"])
+    assert report.not_enrolled == ["Ada Lovelace"]     # "Ada\u2028Lovelace" is another name
+    assert load_gallery(door.gallery).names == ["Ada\u2028Lovelace", "Existing Person"]
+    text = (root / "doorlock" / "report.txt").read_text()
+    assert "\u2028" not in text and "\u200b" not in text
+
+
 # --- verify, then parse: hostile TOML never reaches the parser unsigned (issue 17) ----------
 
 HOSTILE = {
