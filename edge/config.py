@@ -201,8 +201,10 @@ class Config:
                 value = load_toml(f"v = {raw.strip()}", max_string=MAX_STRING_CHARS)["v"]
             except tomllib.TOMLDecodeError:
                 value = raw.strip()
-            except TomlLimitError as exc:
-                raise DoorlockError(f"bad override {quote(item)}: {exc}") from None
+            except TomlLimitError as exc:  # a deep array or table is an error; a long
+                if raw.strip()[:1] in "[{":  # dotted name (a.b.c.d...) is a bare string
+                    raise DoorlockError(f"bad override {quote(item)}: {exc}") from None
+                value = raw.strip()
             sections.setdefault(sec, {})[key] = value
         data = self.as_dict()
         for sec, values in sections.items():

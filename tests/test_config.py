@@ -205,6 +205,9 @@ def test_hostile_nesting_gives_one_line(tmp_path, text, words):
     assert time.monotonic() - t < 2.0
     with pytest.raises(DoorlockError, match="nested more than"):
         Config().override("camera.source=" + "[" * 5000)
+    # a bare string with many dots is still a bare string
+    dots = "/media/clip." + ".".join("abcdefghijkl") + ".mp4"
+    assert Config().override(f"camera.source={dots}").camera.source == dots
 
 
 def test_nested_inside_strings_and_comments_is_not_nesting(tmp_path):
