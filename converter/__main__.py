@@ -225,6 +225,40 @@ def cmd_build_default(args) -> int:
     return 0
 
 
+DEFAULT_LFW = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared")) / "data/faces/lfw"
+
+
+def cmd_calibrate(args) -> int:
+    from .lfw_eval import format_table
+    from .lfw_ship import calibrate_bundle
+
+    bundle, evidence = calibrate_bundle(Path(args.bundle), Path(args.lfw), far=args.far, pairs=args.pairs,
+                                        confidence=args.confidence, cache=args.cache, seed=args.seed,
+                                        command=_command(), heldout=not args.no_heldout,
+                                        progress=not args.quiet, log=_log)
+    t = bundle.threshold
+    print(f"wrote {bundle.path}: {t['metric']} < {t['value']} (-M: {t['value_flips']}) for FAR {t['far']:g} "
+          f"per pair; FAR table {t['table']['far'][0]:g} .. {t['table']['far'][-1]:g}")
+    if evidence:
+        print(format_table({k: {**v, "tar@0.001_std": v["tar@0.001_std"]} for k, v in evidence.items()}, args.far))
+    return 0
+
+
+def cmd_lfw_eval(args) -> int:
+    import json
+
+    from .lfw_eval import format_table
+    from .lfw_ship import lfw_eval
+
+    res = lfw_eval(Path(args.bundle), Path(args.lfw), far=args.far, precision=args.precision, cache=args.cache,
+                   confidence=args.confidence, seed=args.seed, progress=not args.quiet, log=_log)
+    print(format_table(res, args.far))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _add_common(p, faces_required: bool = False) -> None:
     """Options shared by the commands that train or evaluate ModelNet."""
     from .modelnet import DEFAULT_LAYERS, ENCODINGS
@@ -361,6 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--folds", type=int, default=3)
     d.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     d.set_defaults(func=cmd_build_default)
+
+    for name, func, helptext in (
+            ("calibrate", cmd_calibrate, "set a bundle's thresholds and FAR table on LFW's people"),
+            ("lfw-eval", cmd_lfw_eval, "LFW View 2 10-fold on the device's path: accuracy, TAR@FAR, "
+                                       "calibrated FAR on held-out people")):
+        c = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        c.add_argument("--bundle", required=True, help="the bundle (rewritten in place by calibrate)")
+        c.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder with images_deepfunneled/ and "
+                                                               "pairs.txt (default %(default)s)")
+        c.add_argument("--far", type=float, default=1e-3, help="target FAR (default %(default)s)")
+        c.add_argument("--confidence", type=float, default=0.95,
+                       help="people-bootstrap confidence of the threshold bound (default %(default)s)")
+        c.add_argument("--cache", help="feature cache folder (default: $DOORLOCK_CACHE or ~/.cache/doorlock)")
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--quiet", action="store_true", help="no progress bars")
+        c.set_defaults(func=func)
+        if name == "calibrate":
+            c.add_argument("--pairs", type=int, default=20_000_000, help="non-matching pairs (default %(default)s)")
+            c.add_argument("--no-heldout", action="store_true", help="skip the 10-fold held-out check")
+        else:
+            c.add_argument("--precision", default="int8", choices=("int8", "float"))
+            c.add_argument("--json", help="also write the full results here")
     return p
 
 

@@ -81,7 +81,8 @@ def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
     which wraps the relay), the lockout, access-hours and liveness ([liveness]) gates and
     the screen ([screen]) as frame listeners; `close_kiosk` releases them."""
     r = cfg.recognition
-    matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override)
+    matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
+                                  target_far=r.target_far)
     matcher.prepare(parts.gallery)
     door = make_door(cfg, relay, audit)
     hours = make_hours_gate(cfg, parts, audit)

@@ -61,6 +61,9 @@ class RecognitionConfig:
     use_edgetpu: bool | str = _key("auto", "edgetpu")
     flips: bool = _key(True, "bool")
     threshold_override: float | None = _key(None, "float", optional=True)
+    # chance per attempt that a stranger is let in as anyone enrolled; the per-pair
+    # threshold follows the number of people (default: the bundle's calibrated FAR)
+    target_far: float | None = _key(None, "float", optional=True, lo=1e-7, hi=0.01)
     consecutive_frames: int = _key(3, "int", lo=1, hi=100)
     num_threads: int = _key(2, "int", lo=1, hi=64)
 

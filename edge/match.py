@@ -2,7 +2,8 @@
 
 Every matcher returns a score per gallery vector where lower means "more alike", so one
 rule decides for all: accept the best identity when its score is below the threshold.
-- `DistanceMatcher`: fixed metrics (L2 as dlib/face_recognition, or cosine distance).
+- `DistanceMatcher`: fixed metrics (L2 as dlib/face_recognition, or cosine distance),
+  and their mirror-averaged -M forms.
 - `ModelNetMatcher`: BioMetricNet's learned metric. The first fully connected layer is
   split so the gallery's share is computed once, when the gallery loads:
     concat     [f_p; f_g] W = f_p W_a + f_g W_b
@@ -48,11 +49,14 @@ class Matcher:
     """Common decision logic; subclasses provide `prepare` and `scores`."""
 
     threshold: float
+    rule: "ThresholdRule | None" = None   # set: the threshold follows the gallery's size
     _keypoint_twin: "Matcher | None" = None
 
     def prepare(self, gallery: Gallery) -> None:
         """Subclasses call this first, then precompute their share of the gallery."""
         self.gallery = gallery
+        if self.rule is not None:
+            self.threshold = self.rule.threshold(len(gallery))
         self._keypoint_twin = None
         view = gallery.keypoint_view()
         if view is not None:
@@ -75,23 +79,44 @@ class Matcher:
 
 
 class DistanceMatcher(Matcher):
-    def __init__(self, metric: str = "l2", threshold: float = 0.6):
+    """A fixed metric; with `flips`, the mean over the 4 original/mirrored combinations
+    (cosine-M, L2-M: the fixed-metric counterpart of BioMetricNet-M). For cosine that mean
+    is one product: 1 - ((u_p + u_pf) / 2) . ((u_g + u_gf) / 2) on unit vectors."""
+
+    def __init__(self, metric: str = "l2", threshold: float = 0.6, flips: bool = False):
         if metric not in ("l2", "cosine"):
             raise ValueError(f"unknown metric {metric!r}")
-        self.metric, self.threshold = metric, float(threshold)
+        self.metric, self.threshold, self.flips = metric, float(threshold), bool(flips)
 
     def prepare(self, gallery: Gallery) -> None:
         super().prepare(gallery)
         g = gallery.vectors.astype(np.float32)
-        self._g = g / np.linalg.norm(g, axis=1, keepdims=True) if self.metric == "cosine" else g
-        self._g2 = (self._g ** 2).sum(1)
+        gf = gallery.flips.astype(np.float32) if self.flips else None
+        if self.metric == "cosine":
+            self._g = _unit(g) if len(g) else g
+            if gf is not None and len(g):
+                self._g = 0.5 * (self._g + _unit(gf))
+        else:
+            self._g, self._gf = g, gf
+            self._g2 = (g ** 2).sum(1)
+            self._gf2 = (gf ** 2).sum(1) if gf is not None else None
 
     def scores(self, probe, probe_flip=None):
         p = np.asarray(probe, np.float32)
+        pf = None if probe_flip is None or not self.flips else np.asarray(probe_flip, np.float32)
         if self.metric == "cosine":
-            return 1.0 - self._g @ (p / np.linalg.norm(p))
-        d2 = self._g2 - 2.0 * (self._g @ p) + float(p @ p)
-        return np.sqrt(np.maximum(d2, 0.0))
+            u = _unit(p)
+            if pf is not None:
+                u = 0.5 * (u + _unit(pf))
+            return 1.0 - self._g @ u
+
+        def l2(q, g, g2):
+            return np.sqrt(np.maximum(g2 - 2.0 * (g @ q) + float(q @ q), 0.0))
+        if not self.flips:
+            return l2(p, self._g, self._g2)
+        pf = p if pf is None else pf
+        return 0.25 * (l2(p, self._g, self._g2) + l2(p, self._gf, self._gf2)
+                       + l2(pf, self._g, self._g2) + l2(pf, self._gf, self._gf2))
 
 
 def _unit(x):
@@ -203,21 +228,93 @@ class ModelNetMatcher(Matcher):
         return out
 
 
+def pair_far(target_far: float, people: int) -> float:
+    """The per-pair FAR at which a stranger, compared with each of `people` enrolled
+    people, is let in with probability at most `target_far` (independent comparisons:
+    1 - (1 - target)^(1/N), about target / N)."""
+    n = max(int(people), 1)
+    return float(-np.expm1(np.log1p(-target_far) / n))
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """The bundle's calibrated FAR -> threshold table and a per-attempt target: the
+    threshold for a gallery of N people is the table's at pair_far(target, N), linear in
+    log FAR between entries. Below the table's smallest FAR it keeps the strictest entry
+    (and says so: `reachable` is False), never extrapolates to a laxer one."""
+
+    fars: tuple[float, ...]
+    values: tuple[float, ...]
+    target_far: float
+
+    def threshold(self, people: int) -> float:
+        f = pair_far(self.target_far, people)
+        lf, v = np.log10(np.asarray(self.fars)), np.asarray(self.values)
+        order = np.argsort(lf)
+        return float(np.interp(np.log10(f), lf[order], v[order]))
+
+    def reachable(self, people: int) -> bool:
+        return pair_far(self.target_far, people) >= min(self.fars)
+
+
+def threshold_table(bundle: Bundle, flips: bool) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The bundle's FAR table for this mode (value_flips for -M), or None. Every series
+    in it is checked (numbers, FARs in (0, 1), a laxer FAR never a stricter threshold):
+    the table decides who gets in."""
+    t = bundle.threshold.get("table")
+    if t is None:
+        return None
+    where = f"{bundle.path}: threshold.table"
+    if not isinstance(t, dict) or not isinstance(t.get("far"), list) or "value" not in t:
+        raise BundleError(f"{where} is not a FAR table")
+    series = {}
+    for key in ("far", "value", "value_flips"):
+        if key not in t:
+            continue
+        v = t[key]
+        if not isinstance(v, list) or len(v) != len(t["far"]) or len(v) < 2 or len(v) > 1000 \
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise BundleError(f"{where}.{key} is not a list of numbers as long as far")
+        series[key] = tuple(float(x) for x in v)
+        if not all(np.isfinite(series[key])):
+            raise BundleError(f"{where}.{key} holds a non-finite number")
+    fars = series["far"]
+    if not all(0 < f < 1 for f in fars):
+        raise BundleError(f"{where}: FARs must lie in (0, 1)")
+    for key in ("value", "value_flips"):
+        if key in series:
+            pairs = sorted(zip(fars, series[key]))
+            if any(b[1] < a[1] for a, b in zip(pairs, pairs[1:])):
+                raise BundleError(f"{where}.{key} is not monotonic (a laxer FAR with a stricter threshold)")
+    key = "value_flips" if flips and "value_flips" in series else "value"
+    return fars, series[key]
+
+
 def matcher_from_bundle(bundle: Bundle, flips: bool = False,
                         threshold_override: float | None = None,
-                        shortlist: int | None = 64) -> Matcher:
-    """The matcher the bundle declares, with its calibrated threshold."""
+                        shortlist: int | None = 64, target_far: float | None = None) -> Matcher:
+    """The matcher the bundle declares, with its calibrated threshold: from the bundle's
+    FAR table for the gallery's size and `target_far` (per attempt; default the bundle's
+    calibrated FAR) where the bundle has a table, else its single calibrated value."""
     t = bundle.threshold
     # BioMetricNet-M's z has its own calibrated threshold (same FAR), where the bundle has one
     own = t["value_flips"] if flips and "value_flips" in t else t["value"]
     threshold = float(threshold_override if threshold_override is not None else own)
     if t.get("accept", "below") != "below":
         raise BundleError(f"{bundle.path}: threshold rule {t.get('accept')!r} is not supported")
+    table = threshold_table(bundle, flips)
+    rule = None
+    if table is not None and threshold_override is None:
+        rule = ThresholdRule(table[0], table[1], float(target_far if target_far is not None
+                                                        else t.get("far", 1e-3)))
     kind = bundle.matcher.get("kind")
     if kind in ("l2", "cosine"):
-        return DistanceMatcher(kind, threshold)
-    if kind == "modelnet":
+        m = DistanceMatcher(kind, threshold, flips)
+    elif kind == "modelnet":
         path = bundle.model_path("matcher", "weights")
-        return ModelNetMatcher(ModelNet.from_npz(path, bundle.matcher["encoding"]), threshold, flips,
-                               shortlist)
-    raise BundleError(f"{bundle.path}: unknown matcher kind {kind!r}")
+        m = ModelNetMatcher(ModelNet.from_npz(path, bundle.matcher["encoding"]), threshold, flips,
+                            shortlist)
+    else:
+        raise BundleError(f"{bundle.path}: unknown matcher kind {kind!r}")
+    m.rule = rule
+    return m
