@@ -142,12 +142,20 @@ def gallery_lock(path: str | os.PathLike):
     the command line and from a stick may run at once); removes temporary files that a
     writer killed mid-save left behind."""
     path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # a read-only folder or file system, another user's folder, ...
+        raise GalleryError(f"cannot lock the gallery: {lock}: {exc.strerror or exc} (the gallery "
+                           "folder must be writable by this user); the gallery is unchanged") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # left for the next writer; the save below reports a bad folder
+                pass
         yield path
     finally:
         os.close(fd)
@@ -266,7 +274,11 @@ def load_gallery(path: str | os.PathLike, fingerprint: str | None = None) -> Gal
                            f"({len(older)} people): to go back to it, copy it over {path.name}"
                            ) from None
     if fingerprint is not None and gallery.fingerprint != fingerprint:
-        raise GalleryError(f"{path}: enrolled with another FeatureNet than this bundle's; re-enrol")
+        raise GalleryError(
+            f"{path}: enrolled with another FeatureNet (sha256 {gallery.fingerprint[:12]}) than this "
+            f"bundle's ({fingerprint[:12]}); a gallery keeps only vectors, so re-enrol everyone with "
+            "this bundle: move the gallery aside, then apply each person's signed stick again "
+            "(edge enrol --from STICK) or enrol their photos (edge enrol --photo)")
     return gallery
 
 
@@ -282,10 +294,18 @@ def _load(path: Path) -> Gallery:
             # galleries saved before the keypoint-aligned set existed hold none: use the vectors
             kp_vectors = z["kp_vectors"].astype(np.float32) if "kp_vectors" in z else vectors
             kp_flips = z["kp_flips"].astype(np.float32) if "kp_flips" in z else flips
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, json.JSONDecodeError,
+            EOFError) as exc:
         raise GalleryError(f"{path}: corrupt gallery ({exc.__class__.__name__})") from None
-    if header.get("schema") != SCHEMA or header.get("version") != VERSION:
+    if not isinstance(header, dict) or header.get("schema") != SCHEMA or header.get("version") != VERSION:
         raise GalleryError(f"{path}: not a doorlock gallery of version {VERSION}")
+    if not isinstance(header.get("featurenet_sha256"), str) or not header["featurenet_sha256"]:
+        raise GalleryError(f"{path}: corrupt gallery (no FeatureNet fingerprint in its header)")
+    d, people = header.get("d"), header.get("people", {})
+    if type(d) is not int or d <= 0:
+        raise GalleryError(f"{path}: corrupt gallery (bad vector size {d!r} in its header)")
+    if not isinstance(people, dict) or not all(isinstance(v, dict) for v in people.values()):
+        raise GalleryError(f"{path}: corrupt gallery (bad list of people in its header)")
     if (vectors.ndim != 2 or vectors.shape[1] != header.get("d") or len(labels) != len(vectors)
             or flips.shape != vectors.shape or kp_vectors.shape != vectors.shape
             or kp_flips.shape != vectors.shape):
@@ -297,6 +317,6 @@ def _load(path: Path) -> Gallery:
         raise GalleryError(f"{path}: corrupt gallery (checksum of the keypoint-aligned vectors differs)")
     if "people_digest" in header and _people_digest(header.get("people")) != header["people_digest"]:
         raise GalleryError(f"{path}: corrupt gallery (checksum of the people differs)")
-    return Gallery(fingerprint=header["featurenet_sha256"], dim=int(header["d"]),
-                   vectors=vectors, labels=labels, flips=flips, people=header.get("people", {}),
+    return Gallery(fingerprint=header["featurenet_sha256"], dim=d,
+                   vectors=vectors, labels=labels, flips=flips, people=people,
                    kp_vectors=kp_vectors, kp_flips=kp_flips)

@@ -103,6 +103,41 @@ def test_truncated_or_foreign_files_are_refused(tmp_path):
         load_gallery(path)
 
 
+
+def _with_header(path, change):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["header"] = np.array(json.dumps(change(json.loads(str(arrays["header"])))))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda h: [], "not a doorlock gallery"),
+    (lambda h: None, "not a doorlock gallery"),
+    (lambda h: "gallery", "not a doorlock gallery"),
+    (lambda h: {k: v for k, v in h.items() if k != "featurenet_sha256"}, "no FeatureNet fingerprint"),
+    (lambda h: {**h, "featurenet_sha256": 7}, "no FeatureNet fingerprint"),
+    (lambda h: {**h, "d": "128"}, "bad vector size"),
+    (lambda h: {**h, "people": ["Ada"]}, "bad list of people"),
+])
+def test_a_header_of_the_wrong_shape_is_refused(tmp_path, change, words):
+    """Headers that parse as JSON but not as a gallery's: GalleryError, never a TypeError,
+    AttributeError or KeyError (a traceback in the kiosk and in enrolment)."""
+    path = tmp_path / "gallery.npz"
+    _gallery("Ada").save(path)
+    _with_header(path, change)
+    with pytest.raises(GalleryError, match=words):
+        load_gallery(path, "fp")
+
+
+def test_lock_in_a_folder_that_cannot_be_written_is_a_gallery_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GalleryError, match="cannot lock the gallery"):
+        with gallery_lock(blocker / "gallery.npz"):
+            pass
+
 def test_lock_is_exclusive_and_clears_what_a_killed_writer_left(tmp_path):
     path = tmp_path / "gallery.npz"
     _gallery("Ada").save(path)
