@@ -15,12 +15,14 @@ The constructor takes the [audit] config keys, so `AuditLog(**asdict(cfg.audit))
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
 import math
 import os
 import re
+import stat
 import tempfile
 import threading
 from datetime import datetime, timezone
@@ -78,6 +80,7 @@ class AuditLog:
         self.debug_dir = Path(debug_dir) if debug_dir else None
         if self.keep_debug_images and self.debug_dir is None:
             raise DoorlockError("audit: keep_debug_images needs a debug_dir")
+        self._check_regular()
         self._now = now
         self._mutex = threading.Lock()
         self._fd: int | None = None
@@ -89,14 +92,41 @@ class AuditLog:
     def _fail(self, what: str, exc: OSError) -> DoorlockError:
         return DoorlockError(f"cannot {what} audit log {self.path}: {exc.strerror or exc}")
 
+    def _not_regular(self) -> DoorlockError:
+        return DoorlockError(f"audit log {self.path} is not a regular file (a FIFO, device or "
+                             "folder could block or lose the door's records): set audit.path "
+                             "to a file")
+
+    def _check_regular(self) -> None:
+        """Refuse, at start, an audit path that exists but is not a regular file."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return  # not there yet (created on the first write), or reported then
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_regular()
+
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._size = os.fstat(self._fd).st_size
+            # O_NONBLOCK: a FIFO put there meanwhile fails (ENXIO) or is refused below,
+            # instead of blocking the kiosk until some reader opens it
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                         | os.O_NOCTTY | os.O_CLOEXEC, 0o640)
         except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise self._not_regular() from None
             raise self._fail("open", exc) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self._not_regular()
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._size = fd, st.st_size
         if created:
             fsync_dir(self.path.parent)
 
