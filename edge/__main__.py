@@ -10,7 +10,16 @@
   edge liveness-eval             APCER / BPCER of the liveness check (generated photo attacks, real video)
 
 Every fault a user can cause ends in one line on stderr and a non-zero exit status,
-never a traceback; the relay is locked on every way out.
+never a traceback; the relay is locked on every way out. Exit status: 0 done; 2 a fault
+the user can fix (a bad option, file, photo, config or gallery; a refused stick), with
+the gallery unchanged; 3 (enrol --from) the stick was applied but changed nothing;
+130 interrupted; 128 + N killed by signal N (SIGTERM: 143). A report that `enrol --from
+--report` cannot write is a warning: the status still says what the gallery did.
+
+The demo (`run` without --config) keeps everything it writes (its gallery, audit log and
+screen file) in its own temporary folder; options that would point it at a user's data
+(--gallery, --set recognition.gallery / audit.path / audit.debug_dir / screen.path) are
+refused with status 2: give --config to run the kiosk on that data.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -63,19 +74,31 @@ def cmd_run(args) -> int:
         from .demo import SAMPLE_NAME, sample_face_photo, write_sample_video
         from .enrol import enrol_face
 
+        if args.gallery:
+            raise DoorlockError(_DEMO_OWN_DATA.format(what="--gallery"))
         workdir = Path(tempfile.mkdtemp(prefix="doorlock-demo-"))
         cfg = config_from_dict({}, "built-in demo").replace(
-            camera={"source": str(write_sample_video(workdir / "sample.avi"))},
+            camera={"source": str(workdir / "sample.avi")},
             relay={"simulated": True, "pulse_s": 1.0},
-            audit={"path": str(workdir / "audit.jsonl")},
+            audit={"path": str(workdir / "audit.jsonl"), "debug_dir": str(workdir / "debug")},
             recognition={"gallery": str(workdir / "gallery.npz")},
             screen={"mode": "file", "path": str(workdir / "screen.avi")},
             liveness={"strictness": "off"})  # the sample video is a moving photo: liveness refuses it
-        print(f"demo: sample video, simulated relay, audit log in {workdir}", flush=True)
     else:
         cfg = load_config(args.config)
     if args.set:
-        cfg = cfg.override(*args.set)
+        try:
+            overridden = cfg.override(*args.set)
+            if demo:
+                _demo_keeps_its_own_data(cfg, overridden)
+            cfg = overridden
+        except DoorlockError:
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)  # nothing written in it yet
+            raise
+    if demo:
+        write_sample_video(workdir / "sample.avi")
+        print(f"demo: sample video, simulated relay, audit log in {workdir}", flush=True)
     if args.camera:
         cfg = cfg.replace(camera={"source": args.camera})
     if args.bundle:
@@ -125,6 +148,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+_DEMO_OWN_DATA = ("{what}: the built-in demo (run without --config) writes only in its own "
+                  "temporary folder, never over a gallery, audit log or screen file of yours; "
+                  "to run the kiosk on your data, give --config FILE")
+# What the demo writes: these stay in its own folder (a user's gallery would be replaced
+# by an astronaut-only one).
+_DEMO_WRITES = (("recognition", "gallery"), ("audit", "path"), ("audit", "debug_dir"),
+                ("screen", "path"))
+
+
+def _demo_keeps_its_own_data(demo_cfg, cfg):
+    """DoorlockError if `cfg` (the demo's config after --set) moved one of the paths the
+    demo writes out of its own folder."""
+    for section, key in _DEMO_WRITES:
+        if getattr(getattr(cfg, section), key) != getattr(getattr(demo_cfg, section), key):
+            raise DoorlockError(_DEMO_OWN_DATA.format(what=f"--set {section}.{key}"))
+
+
 def _serve_systemd(cfg, parts, kiosk):
     """systemd integration (edge/watchdog.py): WATCHDOG=1 after each healthy frame (a frame
     listener), the gallery reloaded on SIGHUP between frames, READY=1 now."""
@@ -151,6 +191,7 @@ def _serve_systemd(cfg, parts, kiosk):
 
     reloader = GalleryReloader(load, apply, notifier)
     reloader.install()
+    _EARLY_HUP.hand_over(reloader)  # a SIGHUP during start-up: reload once, now
     kiosk.frame_listeners += [reloader, watchdog]
     watchdog.ready(f"running: {len(parts.gallery)} people enrolled")
     return notifier
@@ -165,7 +206,7 @@ def cmd_enrol(args) -> int:
     args.name = check_name(args.name, "--name")
     from .app import gallery_file, load_models
     from .config import config_from_dict, load_config
-    from .enrol import EnrolError, enrol_face, read_photo
+    from .enrol import EnrolError, enrol_face, read_enrol_photo
     from .gallery import Gallery, GalleryError, featurenet_fingerprint, gallery_lock, load_gallery
 
     cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
@@ -177,7 +218,7 @@ def cmd_enrol(args) -> int:
     faces = []
     for photo in args.photo:
         try:
-            face = enrol_face(read_photo(photo), parts.detector, parts.featurenet)
+            face = enrol_face(read_enrol_photo(photo), parts.detector, parts.featurenet)
         except EnrolError as exc:
             print(f"rejected {photo}: {exc}", file=sys.stderr)
             continue
@@ -194,7 +235,11 @@ def cmd_enrol(args) -> int:
                 raise
             gallery = Gallery(fp, parts.featurenet.dim)
         gallery.add_faces(args.name, faces, source="photos")
-        gallery.save(gpath)
+        try:
+            gallery.save(gpath)
+        except OSError as exc:  # a full or read-only disk: the save is atomic, the old one stays
+            raise GalleryError(f"cannot save the gallery {gpath} ({exc.strerror or exc}); "
+                               f"it is unchanged and {args.name!r} is not enrolled") from None
     print(f"enrolled {args.name!r} ({len(faces)} photo(s)) in {gpath}; {len(gallery)} people enrolled")
     return 0
 
@@ -233,13 +278,21 @@ def cmd_enrol_stick(args) -> int:
                               parts.featurenet.dim, write_report=args.report is None,
                               on_photo=lambda r: print(f"{'accepted' if r.accepted else 'rejected'} "
                                                        f"{r.person}: {r.path} ({r.reason})", flush=True))
-    if args.report:
-        atomic_write_bytes(Path(args.report), report.text().encode("utf-8"), mode=0o644)
-        report.report_note = f"report written to {args.report}"
+    report_failed = None
+    if args.report:  # after the gallery changed: a failure here must not hide that change
+        try:
+            atomic_write_bytes(Path(args.report), report.text().encode("utf-8"), mode=0o644)
+            report.report_note = f"report written to {args.report}"
+        except OSError as exc:
+            report_failed = exc.strerror or str(exc)
+            report.report_note = f"report not written to {args.report} ({report_failed})"
     for line in report.lines()[1:]:
         if not line.startswith(("accepted ", "rejected ")):
             print(line)
     print(report.report_note)
+    if report_failed is not None:  # the lines above are the report, in the journal
+        print(f"warning: report not written to {args.report} ({report_failed}); the "
+              "gallery is as the result above says", file=sys.stderr)
     if report.refused is not None:
         print(f"error: stick refused: {report.refused}", file=sys.stderr)
         return 2
@@ -249,7 +302,16 @@ def cmd_enrol_stick(args) -> int:
 def cmd_keygen(args) -> int:
     from .keys import key_id, write_key
 
-    key = write_key(args.out, force=args.force)
+    try:
+        key = write_key(args.out, force=args.force)
+    except OSError as exc:  # no such folder (and it cannot be made), read-only, not a folder
+        where = Path(exc.filename if exc.filename is not None else args.out)
+        why = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            while not where.exists() and where != where.parent:
+                where = where.parent  # the file that stands where a folder should be
+            why = "not a folder"
+        raise DoorlockError(f"{args.out}: cannot write the key ({where}: {why})") from None
     print(f"wrote a new enrolment key to {args.out} (mode 0600), key id {key_id(key)}")
     print("install the same file on the door as /etc/doorlock/enrol.key (root:doorlock, mode 0640) "
           "and keep it secret: whoever has it can enrol people")
@@ -279,11 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ModelNet -> relay. Without --config it runs the built-in demo: "
                                    "a sample video made from scikit-image's astronaut photo, a "
                                    "gallery enrolled from that photo, the default bundle and a "
-                                   "simulated relay.")
+                                   "simulated relay, all in its own temporary folder (it refuses "
+                                   "--gallery and any --set that would make it write elsewhere).")
     r.add_argument("--config", help="kiosk configuration TOML (e.g. /etc/doorlock/doorlock.toml)")
     r.add_argument("--camera", help="override camera.source: picamera, usb:N, /dev/videoN or a video file")
     r.add_argument("--bundle", help="override recognition.bundle")
-    r.add_argument("--gallery", help="override recognition.gallery")
+    r.add_argument("--gallery", help="override recognition.gallery (with --config; the demo refuses it)")
     r.add_argument("--simulate", action="store_true", help="drive a simulated relay, not the GPIO pin")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any config key")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -333,19 +396,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _EarlyHangup:
+    """SIGHUP while `edge run` starts up (`systemctl reload doorlock` right after a USB
+    enrolment, a closed terminal): its default action kills the process, and the kiosk's
+    reload handler is installed only once the models, gallery and camera are ready. This
+    handler, installed first, only notes the signal; the reload handler then takes over
+    and reloads the gallery once (_serve_systemd)."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum=None, frame=None) -> None:
+        self.seen = True
+
+    def hold(self):
+        """Install; the previous handler, or None where signals cannot be set (a thread)."""
+        self.seen = False
+        try:
+            return signal.signal(signal.SIGHUP, self)
+        except ValueError:
+            return None
+
+    def hand_over(self, reloader) -> None:
+        if self.seen:
+            self.seen = False
+            reloader.request()
+
+
+_EARLY_HUP = _EarlyHangup()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])])
+    cmdline = sys.argv[1:] if argv is None else argv
+    held = _EARLY_HUP.hold() if not cmdline or cmdline[0] == "run" else None  # before anything slow
     try:
-        return args.func(args)
-    except DoorlockError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: relay locked", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args(["run", *(argv or [])])
+        try:
+            return args.func(args)
+        except DoorlockError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: relay locked", file=sys.stderr)
+            return 130
+    finally:
+        if held is not None:
+            signal.signal(signal.SIGHUP, held)
 
 
 if __name__ == "__main__":

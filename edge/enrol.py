@@ -7,6 +7,9 @@ photo to retake.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +47,59 @@ class EnrolledFace:
 
 
 def read_photo(path: str | Path) -> np.ndarray:
+    """RGB array of a photo from a known data set (bench, liveness-eval): any format
+    OpenCV reads. Photos from a user go through `read_enrol_photo`."""
     path = Path(path)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise EnrolError(f"{path.name}: not a readable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """The whole of `path`, if it is a regular file of at most `limit` bytes. Opened
+    without blocking, so a FIFO or a device is refused instead of hanging the command."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "not found" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})"
+        raise EnrolError(f"{path.name}: {why}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EnrolError(f"{path.name}: not a regular file")
+        if st.st_size > limit:
+            raise EnrolError(f"{path.name}: file too large ({st.st_size / 2**20:.1f} MiB, "
+                             f"limit {limit / 2**20:.0f} MiB)")
+        chunks, n = [], 0
+        while n <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+    except OSError as exc:
+        raise EnrolError(f"{path.name}: cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if n > limit:
+        raise EnrolError(f"{path.name}: file too large (more than {limit / 2**20:.0f} MiB)")
+    return b"".join(chunks)
+
+
+def read_enrol_photo(path: str | Path) -> np.ndarray:
+    """RGB array of a photo offered for enrolment (`edge enrol --photo`), with the checks
+    a USB stick's photo gets (edge/stick.py): a regular file (never a FIFO or device) of
+    at most 20 MiB, a complete JPEG or PNG whose header declares at most 40 megapixels,
+    checked before anything is decoded. EnrolError with the reason otherwise."""
+    from .stick import MAX_PHOTO_BYTES, PhotoRejected, decode_photo
+
+    path = Path(path)
+    data = _read_regular_file(path, MAX_PHOTO_BYTES)
+    try:
+        return decode_photo(data, path.name)
+    except PhotoRejected as exc:
+        raise EnrolError(str(exc)) from None
 
 
 def sharpness(chip_rgb: np.ndarray) -> float:
