@@ -24,11 +24,13 @@ from edge import gallery as gallery_mod
 from edge import keys
 from edge.__main__ import main
 from edge.audit import AuditLog
+from edge.config import config_from_dict
 from edge.errors import DoorlockError
 from edge.stick import sign_stick
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "default"
+# The bundle the commands use by default (the subprocess tests pass none), from the config
+BUNDLE = REPO / config_from_dict({}, "defaults").recognition.bundle
 SUBPROCESS_TIMEOUT = 180  # seconds: far above a model load on a busy Pi-class machine
 
 
@@ -329,7 +331,6 @@ def _try(fn, *a):
 
 def test_kiosk_with_a_fifo_as_audit_log_stops_with_one_line(tmp_path):
     from edge.app import load_models
-    from edge.config import config_from_dict
     from edge.demo import write_sample_video
 
     parts = load_models(config_from_dict({"recognition": {"bundle": str(BUNDLE)}}), empty_gallery=True)
