@@ -62,7 +62,19 @@ def cmd_inspect(args) -> int:
     bundle = load_bundle(args.bundle)
     meta = dict(bundle.metadata)
     print(f"{bundle.path}: verified ({len(meta['files'])} files, schema {meta['schema_version']})")
-    print(json.dumps({k: meta[k] for k in ("created_at", "d", "m", "threshold", "matcher")}, indent=2))
+    fn = meta["featurenet"]
+    for key in ("architecture", "source", "licence", "training_data"):
+        if fn.get(key):
+            print(f"featurenet {key.replace('_', ' ')}: {fn[key]}")
+    print(f"featurenet input: {fn['input_size'][0]}x{fn['input_size'][1]} {fn['colour_order']}, template "
+          f"{fn['alignment_template'].get('source', '?')}")
+    t = dict(meta["threshold"])
+    if isinstance(t.get("table"), dict):
+        tab = t.pop("table")
+        t["table"] = f"{len(tab['far'])} FARs, {tab['far'][0]:g} .. {tab['far'][-1]:g}"
+    t.pop("calibration", None)
+    print(json.dumps({"created_at": meta["created_at"], "d": meta["d"], "threshold": t,
+                      "matcher": meta["matcher"]}, indent=2))
     return 0
 
 
@@ -212,6 +224,19 @@ def cmd_add_modelnet(args) -> int:
 
 def cmd_build_default(args) -> int:
     from .build import build_featurenet_bundle
+    from .lfw_ship import calibrate_bundle
+
+    out = Path(args.out)
+    build_featurenet_bundle(out=out, faces=Path(args.faces), overwrite=args.overwrite, command=_command(),
+                            log=_log, arch="mobilefacenet")
+    bundle, _ = calibrate_bundle(out, Path(args.lfw), far=args.far, pairs=args.pairs, cache=args.cache,
+                                 command=_command(), progress=not args.quiet, log=_log)
+    print(f"wrote bundle {bundle.path} (MobileFaceNet, cosine-M < {bundle.threshold['value_flips']})")
+    return 0
+
+
+def cmd_build_dlib(args) -> int:
+    from .build import build_featurenet_bundle
     from .ship import add_modelnet
 
     out = Path(args.out)
@@ -304,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Rebuild a face network (dlib's ResNet or MobileFaceNet) from its "
                                    "weight file, export float32 and full-int8 TFLite (calibrated on "
                                    "real faces) and write a verified model bundle.")
-    b.add_argument("--out", required=True, help="bundle directory to write, e.g. models/default")
+    b.add_argument("--out", required=True, help="bundle directory to write, e.g. models/dlib")
     b.add_argument("--arch", default="dlib", choices=("dlib", "mobilefacenet"),
                    help="which FeatureNet (default %(default)s)")
     b.add_argument("--weights", help="the weight file (default: dlib's from face-recognition-models; "
@@ -367,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pairs-csv", nargs="*", metavar="CSV", help="pair lists file_x,file_y,Decision")
     e.add_argument("--pairs-txt", metavar="PAIRS", help="LFW pairs.txt")
     e.add_argument("--images", help="image folder for --pairs-txt (default: lfw/ beside it)")
-    e.add_argument("--bundle", default=str(REPO / "models/default"),
+    e.add_argument("--bundle", default=str(REPO / "models/dlib"),
                    help="bundle whose ModelNet and threshold score the pair lists (default: %(default)s)")
     e.add_argument("--detector", nargs="+", default=["dlib"], choices=("dlib", "blazeface", "mesh"),
                    help="face detection + alignment for pair-list photos, one run each (default dlib)")
@@ -379,21 +404,34 @@ def build_parser() -> argparse.ArgumentParser:
                                    "set the z threshold for a target FAR, export weights + float + int8 "
                                    "TFLite and rewrite the bundle (FeatureNet files unchanged).")
     _add_common(a)
-    a.add_argument("--bundle", default=str(REPO / "models/default"), help="bundle to extend (default %(default)s)")
+    a.add_argument("--bundle", default=str(REPO / "models/dlib"), help="bundle to extend (default %(default)s)")
     a.add_argument("--out", help="write here instead of rewriting --bundle in place")
     a.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")
     a.add_argument("--folds", type=int, default=3, help="identity-disjoint calibration folds (default 3)")
     a.add_argument("--final-epochs", type=int, help="epochs for the final model (default: median best epoch of the folds)")
     a.set_defaults(func=cmd_add_modelnet)
 
-    d = sub.add_parser("build-default", help="build-featurenet + add-modelnet: the whole default bundle",
-                       description="FeatureNet from the pip-installed dlib weights, then ModelNet trained on "
-                                   "all of --faces, into one verified bundle.")
+    d = sub.add_parser("build-dlib", help="build-featurenet + add-modelnet: the dlib bundle",
+                       description="FeatureNet from the pip-installed dlib weights (CC0), then ModelNet "
+                                   "trained on all of --faces, into one verified bundle.")
     _add_common(d)
-    d.add_argument("--out", default=str(REPO / "models/default"), help="bundle to write (default %(default)s)")
+    d.add_argument("--out", default=str(REPO / "models/dlib"), help="bundle to write (default %(default)s)")
     d.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")
     d.add_argument("--folds", type=int, default=3)
     d.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    d.set_defaults(func=cmd_build_dlib)
+
+    d = sub.add_parser("build-default", help="build-featurenet --arch mobilefacenet + calibrate: the default bundle",
+                       description="MobileFaceNet from ../shared/data/weights, float + int8 TFLite, then its "
+                                   "cosine thresholds and FAR table calibrated on LFW's people.")
+    d.add_argument("--out", default=str(REPO / "models/default"), help="bundle to write (default %(default)s)")
+    d.add_argument("--faces", default=str(DEFAULT_FACES), help="int8 calibration faces (default %(default)s)")
+    d.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder (default %(default)s)")
+    d.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")
+    d.add_argument("--pairs", type=int, default=40_000_000, help="non-matching calibration pairs")
+    d.add_argument("--cache", help="feature cache folder")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_build_default)
 
     for name, func, helptext in (

@@ -15,7 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 TABLE_FARS = tuple(float(f) for f in np.logspace(-2, -6, 17))   # 1e-2 .. 1e-6, 4 per decade
-POPULATION = 1000  # people a bound is made for (held-out LFW folds: ~430 people each)
+POPULATION = 500   # people a bound is made for (held-out LFW folds: ~430 people each)
+# A table entry needs this many non-matching pairs below its quantile. Below ~1e-5 LFW's
+# closest "impostor" pairs are photos of two people whose largest face is the other one
+# (George W Bush beside Junichiro Koizumi, Julianne Moore beside Todd Haynes): label noise.
+MIN_SUPPORT = 300
 
 
 def impostor_pairs(labels: np.ndarray, n: int, seed: int = 0, rows: np.ndarray | None = None):
@@ -69,12 +73,17 @@ def bootstrap_thresholds(scores: np.ndarray, pa: np.ndarray, pb: np.ndarray, far
                          population: int | None = POPULATION) -> dict:
     """For each FAR: the plain quantile threshold and the people-bootstrap bound.
     scores: non-matching pair scores (lower = more alike); pa, pb: each pair's two people.
-    `population`: each resample draws about this many people (m-out-of-n; None: as many
-    as there are), so the bound holds for a group of strangers of that size, not only
-    for the whole calibration set: a door meets a few hundred people, and their FAR
-    spreads more than that of thousands.
-    Only the low tail is sorted and re-weighted (every FAR asked for lies in it); the total
-    weight of each resample is summed over all pairs."""
+
+    The bootstrap draws the calibration people with replacement (Poisson weights; a pair
+    counts with the product of its two people's weights) and gives the spread of the
+    FAR-quantile between groups of people. `population`: the bound is made for a group
+    of strangers of this size, whose quantile spreads sqrt(people / population) times as
+    much (a door meets a few hundred people, not thousands): bound = quantile - z * spread
+    * that factor, z the normal quantile of `confidence`. Entries are then made monotonic
+    (a stricter FAR never gets a laxer threshold). Only the low tail is sorted and
+    re-weighted; each resample's total weight is summed over all pairs."""
+    from statistics import NormalDist
+
     s = np.asarray(scores, np.float64)
     pa, pb = np.asarray(pa), np.asarray(pb)
     fars = [float(f) for f in fars]
@@ -83,11 +92,13 @@ def bootstrap_thresholds(scores: np.ndarray, pa: np.ndarray, pb: np.ndarray, far
     order = tail[np.argsort(s[tail])]
     ts, ta, tb = s[order], pa[order], pb[order]
     people = int(max(pa.max(), pb.max())) + 1
+    present = len(np.unique(np.r_[pa, pb]))
+    factor = 1.0 if population is None else max(1.0, np.sqrt(present / population))
+    z = NormalDist().inv_cdf(confidence)
     rng = np.random.default_rng(seed)
     boot = np.empty((resamples, len(fars)))
-    rate = 1.0 if population is None else min(1.0, population / len(np.unique(np.r_[pa, pb])))
     for r in range(resamples):
-        w = rng.poisson(rate, people).astype(np.float64)
+        w = rng.poisson(1.0, people).astype(np.float64)
         total = float(np.dot(w[pa], w[pb]))
         cw = np.cumsum(w[ta] * w[tb])
         for k, far in enumerate(fars):
@@ -95,9 +106,14 @@ def bootstrap_thresholds(scores: np.ndarray, pa: np.ndarray, pb: np.ndarray, far
             boot[r, k] = ts[min(idx, len(ts) - 1)]
     out = {}
     for k, far in enumerate(fars):
-        out[far] = {"quantile": quantile_threshold(s, far),
-                    "bound": float(np.quantile(boot[:, k], 1.0 - confidence)),
-                    "bootstrap_std": float(boot[:, k].std())}
+        q = quantile_threshold(s, far)
+        spread = float(boot[:, k].std())
+        out[far] = {"quantile": q, "bound": q - z * spread * factor, "bootstrap_std": spread,
+                    "support": int(np.floor(far * len(s)))}
+    run = np.inf
+    for far in sorted(fars, reverse=True):       # from lax to strict
+        run = min(run, out[far]["bound"])
+        out[far]["bound"] = run
     return out
 
 
@@ -110,6 +126,7 @@ def far_table(score, labels: np.ndarray, rows: np.ndarray, pairs: int, fars=TABL
     i, j = impostor_pairs(labels, pairs, seed, rows)
     sc = np.concatenate([score(i[c:c + chunk], j[c:c + chunk]) for c in range(0, len(i), chunk)])
     b = bootstrap_thresholds(sc, labels[i], labels[j], fars, confidence, resamples, seed, population)
+    fars = [f for f in fars if b[f]["support"] >= MIN_SUPPORT]   # the data reach this far
     return {"far": [float(f) for f in fars], "value": [round(b[f]["bound"], 6) for f in fars],
             "quantile": [round(b[f]["quantile"], 6) for f in fars], "pairs": int(len(sc)),
             "people": int(len(np.unique(labels[rows]))), "confidence": confidence,

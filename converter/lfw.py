@@ -1,8 +1,10 @@
 """LFW through the device's own path: every photo's chip and features, cached.
 
 Each of LFW's 13,233 deep-funneled photos goes through what the door does to a camera
-frame: BlazeFace, the face mesh's five template points (BlazeFace's keypoints where the
-mesh is unusable), a similarity warp onto the bundle's template, then the bundle's
+frame: BlazeFace (the face nearest the photo's centre: LFW centres each photo on its
+labelled person, and where another person's face is larger, the largest face is the wrong
+one), the face mesh's five template points (BlazeFace's keypoints where the mesh is
+unusable), a similarity warp onto the bundle's template, then the bundle's
 FeatureNet (int8 by default) on the chip and on its mirror image. All people's photos
 are kept, not only those in pairs.txt: a metric trained "on the other nine folds" may
 use every photo of those folds' people, and of people in no fold at all.
@@ -71,14 +73,14 @@ def lfw_chips(images: Path, template: np.ndarray, size: int, cache: Path | None 
 
     paths, labels, names = listing(images)
     t = np.round(np.asarray(template, np.float64), 4)
-    key = _key(images, paths, f"mesh|{size}|{t.tobytes().hex()}")
+    key = _key(images, paths, f"mesh|central|{size}|{t.tobytes().hex()}")
     cache_dir = Path(cache) if cache else default_cache_dir()
     file = cache_dir / f"lfw-chips-{size}-{key}.npz"
     if file.is_file():
         with np.load(file, allow_pickle=False) as z:
             log(f"LFW chips from cache {file}")
             return LFWSet(paths, labels, names, z["found"]), z["chips"], key
-    maker = ChipMaker("mesh", template=t, size=size)
+    maker = ChipMaker("mesh", template=t, size=size, pick="central")
     chips = np.zeros((len(paths), size, size, 3), np.uint8)
     found = np.zeros(len(paths), bool)
     for i, p in enumerate(tqdm(paths, desc="LFW faces (BlazeFace + mesh)", unit="photo",

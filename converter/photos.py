@@ -12,7 +12,10 @@ Two detectors:
 - `mesh`: the device's own pipeline: BlazeFace, the face mesh's template points
   (`FaceDetector.refine`, `edge.align.align_detected`), BlazeFace's keypoints where the
   mesh is unusable.
-The largest face of a photo is used; a photo without a face gets no chip and every pair
+The largest face of a photo is used (`pick="central"`: the face nearest the image's
+centre, for LFW, whose photos are centred on the labelled person: a photo of George W
+Bush beside Junichiro Koizumi is Bush's when Bush stands in the middle, even where
+Koizumi's face is larger); a photo without a face gets no chip and every pair
 that uses it counts as a rejection (a wrong decision for a matching pair).
 """
 
@@ -30,7 +33,11 @@ DETECTORS = ("dlib", "blazeface", "mesh")
 
 
 class ChipMaker:
-    def __init__(self, detector: str = "dlib", template: np.ndarray | None = None, size: int = 150):
+    def __init__(self, detector: str = "dlib", template: np.ndarray | None = None, size: int = 150,
+                 pick: str = "largest"):
+        if pick not in ("largest", "central"):
+            raise DoorlockError(f"unknown face choice {pick!r}")
+        self.pick = pick
         if detector not in DETECTORS:
             raise DoorlockError(f"unknown detector {detector!r} (use {' or '.join(DETECTORS)})")
         self.detector_name, self.size = detector, size
@@ -53,8 +60,14 @@ class ChipMaker:
             self._det_short = FaceDetector("short", min_face_px=20, landmarks=detector == "mesh")
             self._template = DLIB_CHIP_TEMPLATE_150 if template is None else np.asarray(template)
 
+    def _choose(self, faces, shape):
+        if self.pick == "largest":
+            return max(faces, key=lambda f: f.width * f.height)
+        cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+        return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
+
     def chip(self, img: np.ndarray) -> np.ndarray | None:
-        """The largest face's aligned size x size RGB chip, or None."""
+        """The chosen face's aligned size x size RGB chip, or None."""
         if self.detector_name == "dlib":
             rects = []
             for upsample in (1, 2):
@@ -74,7 +87,7 @@ class ChipMaker:
             det, faces = self._det_short, self._det_short.detect(img)
         if not faces:
             return None
-        face = max(faces, key=lambda f: f.width * f.height)
+        face = self._choose(faces, img.shape)
         # refine adds the mesh only for "mesh" (landmarks on); without it, keypoints align
         return align_detected(img, det.refine(img, face), self._template, self.size)
 

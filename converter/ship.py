@@ -1,6 +1,6 @@
 """`add-modelnet`: train the shipped ModelNet on all of a face set and add it to a bundle.
 
-    python -m converter add-modelnet --bundle models/default
+    python -m converter add-modelnet --bundle models/dlib
 
 1. FeatureNet features of every image and its mirror image (cached, see features.py),
    from the FeatureNet rebuilt from the pip-installed dlib weights.

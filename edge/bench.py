@@ -276,7 +276,9 @@ def describe_backends(parts, matcher) -> dict:
     from .match import DistanceMatcher, ModelNetMatcher
 
     if isinstance(matcher, DistanceMatcher):
-        m = f"numpy {matcher.metric} distance, threshold {matcher.threshold:g}"
+        m = (f"numpy {matcher.metric} distance{'-M (mean over the 4 mirrored pairs)' if matcher.flips else ''}, "
+             f"threshold {matcher.threshold:g}"
+             f"{f' (FAR table, {len(matcher.gallery)} people)' if getattr(matcher, 'rule', None) else ''}")
     elif isinstance(matcher, ModelNetMatcher):
         sizes = "-".join(str(w.shape[1]) for w, _ in matcher.model.layers)
         short = getattr(matcher, "shortlist", None)
@@ -291,8 +293,19 @@ def describe_backends(parts, matcher) -> dict:
                     f"{rt} CPU {'int8' if det.is_quantized else 'float'} (BlazeFace {det.path.stem})",
         "featurenet": "Edge TPU int8" if fn.model.on_edgetpu else f"{rt} CPU {fn.precision}",
         "featurenet_file": fn.model.path.name,
+        "featurenet_model": featurenet_provenance(parts.bundle),
         "matcher": m,
     }
+
+
+def featurenet_provenance(bundle) -> str:
+    """The bundle's FeatureNet in one line: what it is, its licence and training data."""
+    f = bundle.metadata["featurenet"]
+    parts = [str(f.get("architecture", "?"))]
+    for key, label in (("licence", "licence"), ("training_data", "trained on")):
+        if f.get(key):
+            parts.append(f"{label}: {f[key]}")
+    return "; ".join(parts)
 
 
 def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frames=None,

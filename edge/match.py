@@ -22,12 +22,15 @@ prepared on Gallery.keypoint_view().
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from .bundle import Bundle, BundleError
 from .gallery import Gallery
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class Matcher:
         self.gallery = gallery
         if self.rule is not None:
             self.threshold = self.rule.threshold(len(gallery))
+            if not self.rule.reachable(len(gallery)):
+                log.warning("%d people enrolled: a per-attempt FAR of %g needs a per-pair FAR of %.2g, "
+                            "below the bundle's calibration (%.2g); using its strictest threshold %.4g",
+                            len(gallery), self.rule.target_far, pair_far(self.rule.target_far, len(gallery)),
+                            min(self.rule.fars), self.threshold)
         self._keypoint_twin = None
         view = gallery.keypoint_view()
         if view is not None:

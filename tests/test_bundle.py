@@ -127,14 +127,20 @@ def test_missing_precision_is_a_clear_error(bundle_dir):
         b.model_path("modelnet", "int8")
 
 
-def test_shipped_default_bundle_verifies():
-    b = load_bundle(REPO / "models" / "default")
-    assert b.input_size == (150, 150)
+@pytest.mark.parametrize("name, size, arch", [("default", 112, "mobilefacenet"), ("dlib", 150, "dlib")])
+def test_shipped_bundles_verify_and_say_what_they_are(name, size, arch):
+    """Both shipped bundles: MobileFaceNet (the default) and dlib's ResNet (CC0 weights)."""
+    b = load_bundle(REPO / "models" / name)
+    assert b.input_size == (size, size)
     assert b.metadata["d"] == 128
+    assert b.metadata["featurenet"].get("arch") == arch
     for precision in ("int8", "float"):
         assert b.model_path("featurenet", precision).is_file()
     q = b.metadata["quality"]
     assert q["int8_vs_float_cosine_mean"] > 0.99
+    if arch:  # each bundle names where its weights came from
+        fn = b.metadata["featurenet"]
+        assert fn["licence"] and fn["training_data"] and fn["source"]
 
 
 def test_copy_of_bundle_still_verifies(bundle_dir, tmp_path):

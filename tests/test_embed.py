@@ -14,9 +14,10 @@ from edge.errors import DoorlockError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return load_bundle(REPO / "models" / "default")
+@pytest.fixture(scope="module", params=["default", "dlib"])
+def bundle(request):
+    """Each shipped bundle: the device takes either FeatureNet (its chip size and template)."""
+    return load_bundle(REPO / "models" / request.param)
 
 
 def test_int8_by_default_and_float_on_request(bundle):
@@ -55,13 +56,13 @@ def test_edgetpu_required_but_absent_is_an_error(bundle, monkeypatch):
 def test_int8_and_float_agree_on_a_real_chip(bundle, shared):
     import cv2
 
-    from edge.align import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, remap_chip
+    from edge.align import ARCFACE_TEMPLATE_112, remap_chip
 
     crops = sorted(shared("data", "faces", "glint_celebs").glob("*/*.jpg"))[:5]
     q, f = embed.FeatureNet(bundle, "int8"), embed.FeatureNet(bundle, "float")
     for p in crops:
         chip = remap_chip(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB),
-                          ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, 150)
+                          ARCFACE_TEMPLATE_112, bundle.template_points(), bundle.input_size[0])
         a, b = q.embed(chip), f.embed(chip)
         assert a.shape == (128,) and a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
 
@@ -69,19 +70,20 @@ def test_int8_and_float_agree_on_a_real_chip(bundle, shared):
 @pytest.mark.parametrize("precision", ["int8", "float"])
 def test_chip_and_mirror_in_one_run_equal_two_single_runs(bundle, precision):
     """BioMetricNet-M's batch of 2 gives exactly the features of two separate runs."""
-    chip = np.random.default_rng(3).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    n = bundle.input_size[0]
+    chip = np.random.default_rng(3).integers(0, 256, (n, n, 3), dtype=np.uint8)
     fn = embed.FeatureNet(bundle, precision)
     a, m = fn.embed_with_mirror(chip)
     np.testing.assert_allclose(a, fn.embed(chip), atol=1e-5)
     np.testing.assert_allclose(m, fn.embed(np.ascontiguousarray(chip[:, ::-1])), atol=1e-5)
     assert not np.allclose(a, m)
     with pytest.raises(ValueError, match="FeatureNet wants"):
-        fn.embed_with_mirror(np.zeros((112, 112, 3), np.uint8))
+        fn.embed_with_mirror(np.zeros((n + 2, n + 2, 3), np.uint8))
 
 
 def test_wrong_chip_size_is_refused(bundle):
     with pytest.raises(ValueError, match="FeatureNet wants"):
-        embed.FeatureNet(bundle).embed(np.zeros((112, 112, 3), np.uint8))
+        embed.FeatureNet(bundle).embed(np.zeros((100, 100, 3), np.uint8))
 
 
 def test_the_device_side_never_imports_tensorflow_or_the_converter():

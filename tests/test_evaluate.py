@@ -62,13 +62,13 @@ def test_identity_fold_report(small_glint, tmp_path):
 
 @pytest.fixture(scope="module")
 def modelnet_bundle(small_glint, tmp_path_factory):
-    """models/default's FeatureNet plus a quickly trained ModelNet, in a temp folder."""
+    """models/dlib's FeatureNet (the features small_glint holds) plus a quickly trained ModelNet."""
     from converter.ship import add_modelnet
     from edge.bundle import load_bundle
 
-    repo_bundle = __import__("pathlib").Path(__file__).resolve().parents[1] / "models/default"
+    repo_bundle = __import__("pathlib").Path(__file__).resolve().parents[1] / "models/dlib"
     if not (repo_bundle / "metadata.json").is_file():
-        pytest.skip("models/default is not built")
+        pytest.skip("models/dlib is not built")
     out = tmp_path_factory.mktemp("bundle") / "b"
     add_modelnet(repo_bundle, small_glint, ModelNetConfig(), TINY, far=1e-3, folds=3, out=out,
                  command="test", progress=False, log=lambda m: None)

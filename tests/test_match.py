@@ -152,7 +152,7 @@ def test_each_mode_decides_at_its_own_calibrated_threshold():
     from edge.bundle import load_bundle
     from edge.match import matcher_from_bundle
 
-    b = load_bundle(Path(__file__).resolve().parents[1] / "models" / "default")
+    b = load_bundle(Path(__file__).resolve().parents[1] / "models" / "dlib")
     t = b.threshold
     assert t["value"] != t["value_flips"]
     assert matcher_from_bundle(b, flips=False).threshold == pytest.approx(t["value"])
