@@ -35,7 +35,7 @@ from pathlib import Path
 
 # Before numpy loads: one probe against the gallery per frame gains nothing from a
 # multithreaded BLAS, whose spinning threads only take the cores from LiteRT (edge bench:
-# 1:N frame time 1.68x at 10,000 vectors with it, see README). doorlock.service sets the
+# 1:N frame time 1.68x at 10,000 vectors with it, commit 9fb2187). doorlock.service sets the
 # same; a setting of the user's own wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")

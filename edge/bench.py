@@ -1046,7 +1046,7 @@ def format_report(rep: dict) -> str:
 
 
 def advice(rep: dict) -> list:
-    """What to look at when a figure is off (the README's table in short)."""
+    """What to look at when a figure is off (docs/benchmark.md's table in short)."""
     out = []
     d, m, tg = rep["doorlock"], rep["machine"], rep.get("targets", {})
     load = rep.get("load_avg_start")
