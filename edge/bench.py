@@ -791,8 +791,16 @@ def scaling_report(plan: Plan, cfg, parts, main: RunResult, quiet: bool, **kw) -
 
     real = parts.gallery
     r = cfg.recognition
-    kinds = [("bundle", lambda: matcher_from_bundle(parts.bundle, flips=r.flips,
-                                                    threshold_override=r.threshold_override))]
+    def bundle_matcher():
+        """The kiosk's matcher with its threshold held at the real gallery's: the synthetic
+        people measure the matcher's time, not how a FAR table tightens with N."""
+        m = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
+                                target_far=r.target_far)
+        m.prepare(real)
+        m.rule = None
+        return m
+
+    kinds = [("bundle", bundle_matcher)]
     if parts.bundle.matcher.get("kind") != "modelnet":
         kinds.append((f"modelnet-{MODELNET_ENCODING}-random",
                       lambda: random_modelnet_matcher(parts.featurenet.dim, r.flips)))

@@ -65,8 +65,9 @@ def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, 
     assert _stage_ok(d["frame"]) and _stage_ok(d["frame_with_face"])
     assert d["fps"] > 0 and d["peak_rss_mb"] > 50 and d["cpu_cores_busy"] > 0
     assert d["backends"]["featurenet"].endswith("CPU int8") and "BlazeFace" in d["backends"]["detector"]
-    # the shipped bundle carries ModelNet: the bench names it and its decision threshold
-    assert "ModelNet" in d["backends"]["matcher"] and "threshold" in d["backends"]["matcher"]
+    # the bench names the shipped bundle's matcher (cosine-M) and its decision threshold
+    assert "cosine distance-M" in d["backends"]["matcher"] and "threshold" in d["backends"]["matcher"]
+    assert "MobileFaceNet" in d["backends"]["featurenet_model"] and "licence" in d["backends"]["featurenet_model"]
     # how the chips were aligned: the demo's face is frontal, so by its face mesh
     mesh_chips = int(d["backends"]["landmarks"].split("face mesh for ")[1].split()[0])
     assert mesh_chips == d["frames_with_face"]
@@ -86,14 +87,16 @@ def test_short_bench_on_the_demo_video_produces_every_figure_and_file(tmp_path, 
 
     sc = rep["scaling"]
     assert sc["sizes"] == [1, 100, 1000, 10000]
-    # the shipped bundle's own ModelNet is scaled; no stand-in ModelNet is needed beside it
-    assert set(sc["matchers"]) == {"bundle"}
+    # the shipped bundle's own matcher is scaled, and beside it a stand-in ModelNet of
+    # random weights shows what a learned metric would cost (the default bundle has none)
+    assert set(sc["matchers"]) == {"bundle", "modelnet-symmetric-random"}
     for rows in sc["matchers"].values():
         assert [r["vectors"] for r in rows] == [1, 100, 1000, 10000]
         assert rows[0]["relative_frame_time"] == 1.0
         assert all(r["relative_frame_time"] > 0 and r["match_p50_ms"] > 0 for r in rows)
     assert all(r["same_decisions_as_real_gallery"] for r in sc["matchers"]["bundle"])
-    assert "ModelNet symmetric 256-128-64-32-16-8-1" in sc["matchers"]["bundle"][0]["matcher"]
+    assert "cosine distance-M" in sc["matchers"]["bundle"][0]["matcher"]
+    assert "ModelNet symmetric 256-128-64-32-16-8-1" in sc["matchers"]["modelnet-symmetric-random"][0]["matcher"]
     assert {"zero_wrong_identity_frames", "scaling_10000_bundle"} <= set(rep["targets"])
 
     assert (out / "bench.txt").read_text().strip() == table.strip()
