@@ -284,6 +284,25 @@ def cmd_lfw_eval(args) -> int:
     return 0
 
 
+def cmd_openset(args) -> int:
+    import json
+
+    from edge.bundle import load_bundle
+
+    from .lfw import lfw_features
+    from .openset import format_openset, openset_runs
+
+    bundle = load_bundle(args.bundle)
+    s = lfw_features(Path(args.lfw) / "images_deepfunneled", bundle.path, "int8", args.cache,
+                     not args.quiet, _log)
+    res = openset_runs(s, bundle, tuple(args.sizes), seeds=tuple(range(args.splits)), log=_log)
+    print(format_openset(res, bundle.name))
+    if args.json:
+        Path(args.json).write_text(json.dumps({str(k): v for k, v in res.items()}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _add_common(p, faces_required: bool = False) -> None:
     """Options shared by the commands that train or evaluate ModelNet."""
     from .modelnet import DEFAULT_LAYERS, ENCODINGS
@@ -437,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (
             ("calibrate", cmd_calibrate, "set a bundle's thresholds and FAR table on LFW's people"),
             ("lfw-eval", cmd_lfw_eval, "LFW View 2 10-fold on the device's path: accuracy, TAR@FAR, "
-                                       "calibrated FAR on held-out people")):
+                                       "calibrated FAR on held-out people"),
+            ("openset", cmd_openset, "open-set 1:N on LFW (NIST FRVT terms): FNIR at FPIR 1e-3 and at "
+                                     "the bundle's own threshold, galleries of N people")):
         c = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
         c.add_argument("--bundle", required=True, help="the bundle (rewritten in place by calibrate)")
         c.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder with images_deepfunneled/ and "
@@ -449,7 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--seed", type=int, default=0)
         c.add_argument("--quiet", action="store_true", help="no progress bars")
         c.set_defaults(func=func)
-        if name == "calibrate":
+        if name == "openset":
+            c.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000], help="gallery sizes")
+            c.add_argument("--splits", type=int, default=3, help="random people splits averaged (default 3)")
+            c.add_argument("--json", help="also write the results here")
+        elif name == "calibrate":
             c.add_argument("--pairs", type=int, default=20_000_000, help="non-matching pairs (default %(default)s)")
             c.add_argument("--no-heldout", action="store_true", help="skip the 10-fold held-out check")
         else:
