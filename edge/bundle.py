@@ -154,6 +154,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         missing += [f"featurenet.{k}" for k in FEATURENET_KEYS if k not in meta["featurenet"]]
     if missing:
         raise BundleError(f"{meta_path}: incomplete metadata, missing {', '.join(missing)}")
+    from .bundle_check import check_metadata
+
+    check_metadata(meta, str(meta_path))
     files = meta["files"]
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{meta_path}: no file list")

@@ -298,6 +298,30 @@ def threshold_table(bundle: Bundle, flips: bool) -> tuple[tuple[float, ...], tup
     return fars, series[key]
 
 
+def _check_override(bundle: Bundle, flips: bool, value: float) -> None:
+    """recognition.threshold_override may be stricter than the calibration, never laxer
+    than its loosest calibrated FAR (the table's first entry, or the bundle's FAR), nor
+    outside what the bundle's kind of score can mean."""
+    from .bundle_check import threshold_range
+
+    lo, hi = threshold_range(bundle.metadata)
+    if not (np.isfinite(value) and lo < value < hi):
+        raise BundleError(f"recognition.threshold_override = {value:g} is outside what a "
+                          f"{bundle.matcher['kind']} score can mean ({lo:g} .. {hi:g})")
+    table = threshold_table(bundle, flips)
+    if table is not None:
+        i = int(np.argmax(table[0]))
+        laxest, far = table[1][i], table[0][i]
+    else:
+        t = bundle.threshold
+        laxest = float(t["value_flips"] if flips and "value_flips" in t else t["value"])
+        far = float(t.get("far", float("nan")))
+    if value > laxest:
+        raise BundleError(f"recognition.threshold_override = {value:g} is laxer than the bundle's "
+                          f"calibration reaches ({laxest:g} at FAR {far:g}): strangers would be let "
+                          "in beyond any measured rate; use a lower value or recognition.target_far")
+
+
 def matcher_from_bundle(bundle: Bundle, flips: bool = False,
                         threshold_override: float | None = None,
                         shortlist: int | None = 64, target_far: float | None = None) -> Matcher:
@@ -308,6 +332,8 @@ def matcher_from_bundle(bundle: Bundle, flips: bool = False,
     # BioMetricNet-M's z has its own calibrated threshold (same FAR), where the bundle has one
     own = t["value_flips"] if flips and "value_flips" in t else t["value"]
     threshold = float(threshold_override if threshold_override is not None else own)
+    if threshold_override is not None:
+        _check_override(bundle, flips, float(threshold_override))
     if t.get("accept", "below") != "below":
         raise BundleError(f"{bundle.path}: threshold rule {t.get('accept')!r} is not supported")
     table = threshold_table(bundle, flips)
