@@ -234,6 +234,12 @@ def cmd_enrol(args) -> int:
             if gpath.exists():
                 raise
             gallery = Gallery(fp, parts.featurenet.dim)
+        from .names import same_person  # one person however the name is cased or spelt
+
+        for other in same_person(gallery.names, args.name):
+            if other != args.name:
+                gallery.remove(other)
+                print(f"replacing {other!r}: the same person as {args.name!r}")
         gallery.add_faces(args.name, faces, source="photos")
         try:
             gallery.save(gpath)

@@ -469,6 +469,13 @@ class Stick:
             return PhotoRejected(f"{shown}: not found on the stick")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):
             return PhotoRejected(f"{shown}: cannot be opened ({_describe(exc)})")
+        if last:   # a socket or device answers open() with ENXIO/ENODEV: that photo only
+            try:
+                mode = os.lstat(part, dir_fd=dir_fd).st_mode
+            except OSError:
+                mode = None
+            if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                return PhotoRejected(f"{shown}: not a regular file")
         return StickGone(f"stick removed or unreadable while opening {shown} ({_describe(exc)})")
 
     def write(self, name: str, data: bytes) -> None:

@@ -163,6 +163,20 @@ def test_20k_by_20k_jpeg_is_refused_before_decoding(tmp_path, face_jpeg, monkeyp
     assert gallery_mod.load_gallery(gpath).names == ["Ada"]
 
 
+def test_enrol_name_is_one_person_however_it_is_cased_or_composed(tmp_path, face_jpeg, capsys):
+    """`--name JOSÉ` after `--name José` (and its NFD form) re-enrols the same person, as a
+    stick does, instead of adding a second one the door would greet by either name."""
+    import unicodedata
+
+    gpath = tmp_path / "g" / "gallery.npz"
+    for name in ("José", unicodedata.normalize("NFD", "José"), "JOSÉ"):
+        rc = main(["enrol", "--name", name, "--photo", str(face_jpeg), "--gallery", str(gpath),
+                   "--bundle", str(BUNDLE)])
+        assert rc == 0, capsys.readouterr().err
+    assert gallery_mod.load_gallery(gpath).names == ["JOSÉ"]
+    assert "replacing 'José'" in capsys.readouterr().out
+
+
 def test_photo_checks_match_the_sticks(tmp_path, face_jpeg):
     from edge.enrol import EnrolError, read_enrol_photo
 

@@ -774,6 +774,24 @@ def test_fifo_device_or_folder_as_photo_is_rejected_without_hanging(tmp_path, do
     rejected(_photo_case(tmp_path / "missing", door, "gone.jpg", missing, faces), "gone.jpg", "not found")
 
 
+def test_a_unix_socket_as_photo_rejects_that_photo_not_the_stick(tmp_path, door, faces):
+    """open() of a socket fails with ENXIO, which also means "stick gone": the photo is
+    refused for what it is, and the rest of the stick is judged as usual."""
+    import socket
+
+    socks = []
+
+    def make(d, rel):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(d / rel))
+        socks.append(s)
+    try:
+        rejected(_photo_case(tmp_path / "sock", door, "sock.jpg", make, faces), "sock.jpg", "not a regular file")
+    finally:
+        for s in socks:
+            s.close()
+
+
 # --- the stick removed (or swapped) mid-enrolment ----------------------------------------------
 
 def _two_people_stick(tmp_path, faces):
