@@ -27,6 +27,7 @@ demo: install-device
 	$(VPY) -m edge run
 
 test: install-dev system-tools
+	$(VPY) -m ruff check edge converter tests
 	$(VPY) -m pytest -q
 
 # The systemd unit and script tests need systemd-analyze and shellcheck: installed with

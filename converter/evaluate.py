@@ -25,7 +25,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from . import metrics as M
 from .baselines import DLIB_L2_THRESHOLD, fixed_scores, train_projection
 from .features import FeatureSet
 from .modelnet import ModelNetConfig, TFLiteZ, modelnet_tflite, numpy_z, score_from_z
-from .pairs import PairList, Pairs, identity_folds, sample_pairs
+from .pairs import PairList, identity_folds, sample_pairs
 from .train import TrainConfig, Trainer, z_pairs
 
 FARS = (1e-2, 1e-3, 1e-4)

@@ -22,7 +22,7 @@ precompute the gallery's share of the first layer (see edge/match.py):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import os
 

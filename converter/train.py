@@ -257,9 +257,9 @@ class Trainer:
                 bar.update(1)
             weights = device_weights(model)
             hard = self._mine(weights, train, rng) if tc.hard_pairs else hard
-            rec = {"epoch": epoch + 1, "loss": float(np.mean([l[0] for l in losses])),
-                   "loss_match": float(np.mean([l[1] for l in losses])),
-                   "loss_nonmatch": float(np.mean([l[2] for l in losses])),
+            rec = {"epoch": epoch + 1, "loss": float(np.mean([x[0] for x in losses])),
+                   "loss_match": float(np.mean([x[1] for x in losses])),
+                   "loss_nonmatch": float(np.mean([x[2] for x in losses])),
                    "lr": float(sched((epoch + 1) * tc.steps_per_epoch))}
             if val_pairs is not None:
                 s = z_pairs(weights, val.feats, val_pairs, mc)

@@ -91,7 +91,7 @@ from typing import Callable
 
 from . import keys
 from .errors import DoorlockError
-from .names import MAX_NAME_CHARS, BadName, name_key, shown
+from .names import BadName, name_key, shown
 from .names import check_name as _name_rule
 from .untrusted import TomlLimitError, load_toml, one_line, quote
 

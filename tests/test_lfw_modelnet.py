@@ -26,7 +26,7 @@ def synthetic_lfw(people: int = 48, d: int = 128, seed: int = 0) -> LFWSet:
     feats = (centres[labels] + 0.6 * rng.normal(size=(len(labels), d))).astype(np.float32)
     flips = (feats + 0.1 * rng.normal(size=feats.shape)).astype(np.float32)
     names = [f"P{i:03d}" for i in range(people)]
-    paths = [f"{names[l]}/{names[l]}_{k:04d}.jpg" for k, l in enumerate(labels)]
+    paths = [f"{names[c]}/{names[c]}_{k:04d}.jpg" for k, c in enumerate(labels)]
     return LFWSet(paths, labels, names, np.ones(len(labels), bool), feats, flips)
 
 

@@ -2,9 +2,7 @@
 network (PyTorch, when installed; an independent numpy reading of the weights always),
 and the reader refuses pickles that would run code."""
 
-import io
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest

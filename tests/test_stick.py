@@ -426,7 +426,7 @@ def test_a_signed_replay_reset_recovers_from_a_wrongly_dated_record(tmp_path, do
     gallery = door.gallery.read_bytes()
     # the reset must name the record exactly, be signed with this door's key, be well formed
     wrong = _revoke_stick(tmp_path, "wrong", t0, extra='replay_reset = "2098-01-01T00:00:00Z"\n', door=door)
-    refused(door.enrol(wrong), f"replay_reset = \"2098-01-01T00:00:00.000000Z\" is not", stamp)
+    refused(door.enrol(wrong), "replay_reset = \"2098-01-01T00:00:00.000000Z\" is not", stamp)
     other = _revoke_stick(tmp_path, "other", t0, extra=f'replay_reset = "{stamp}"\n', key=keys.generate_key())
     refused(door.enrol(other), "another key")
     bad = _revoke_stick(tmp_path, "bad", t0, extra='replay_reset = "soon"\n', door=door)

@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 from converter.features import dataset_features  # noqa: E402
 from converter.metrics import roc_curve  # noqa: E402
 from converter.modelnet import ModelNetConfig  # noqa: E402
-from converter.pairs import Pairs, sample_pairs  # noqa: E402
+from converter.pairs import sample_pairs  # noqa: E402
 from converter.train import BatchSampler, TrainConfig, Trainer, z_pairs  # noqa: E402
 from edge.errors import DoorlockError  # noqa: E402
 
