@@ -212,6 +212,7 @@ class LivenessGate(Gate):
         self._evidence: deque[int] = deque()     # frame numbers with evidence of life
         self._blinks: deque[int] = deque()
         self.proven = False
+        self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
         self.last_tracked = 0
 
@@ -273,7 +274,12 @@ class LivenessGate(Gate):
         return self.proven if self.latch else self._live_now()
 
     def refuse(self, identity: str, frame_no: int) -> str | None:
+        if self._for is not None and identity != self._for:
+            # life is proven for a person, not for a face box: a replay that flips to
+            # another enrolled identity (or a second person stepping in) starts again
+            self.reset()
         if self.is_live():
+            self._for = identity
             return None
         last = self._seen[-1] if self._seen else None
         if last is None or last.points is None:
