@@ -393,13 +393,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--key", required=True, help="the enrolment key file")
     g.set_defaults(func=cmd_sign)
 
-    from .bench import add_parser as add_bench_parser
+    for name, module, what in (("bench", "bench", "field benchmark"),
+                               ("liveness-eval", "liveness_eval", "liveness check's APCER / BPCER")):
+        try:   # tools with the device's packages; keygen and sign need the standard library only
+            import importlib
 
-    add_bench_parser(sub)
-    from .liveness_eval import add_parser as add_liveness_eval_parser
-
-    add_liveness_eval_parser(sub)
+            importlib.import_module(f".{module}", __package__).add_parser(sub)
+        except ImportError as exc:
+            _missing_tool(sub, name, what, exc)
     return p
+
+
+def _missing_tool(sub, name: str, what: str, exc: ImportError) -> None:
+    """A subcommand whose packages are not installed: listed, and a one-line error when run."""
+    t = sub.add_parser(name, help=f"{what} (needs the device's packages: {exc.name} is missing)")
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(args):
+        raise DoorlockError(f"edge {name} needs {exc.name}, which is not installed here "
+                            "(pip install -r requirements.txt)")
+    t.set_defaults(func=fail)
 
 
 class _EarlyHangup:
