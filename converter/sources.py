@@ -98,7 +98,8 @@ def mobilefacenet_source(weights: Path | None = None) -> Source:
         training_data="MS-Celeb-1M refined (insightface 'faces_emore', about 5.8 million images of "
                       "85,000 people), per the source repository",
         matcher={"kind": "cosine", "models": {},
-                 "note": "cosine distance on the features; no ModelNet trained yet"},
+                 "note": "cosine distance on the features (cosine-M with recognition.flips): a "
+                         "ModelNet trained on LFW's people ties it (docs/results.md)"},
         threshold={"metric": "cosine", "value": 0.6, "accept": "below",
                    "note": "placeholder until calibrated"},
         model=load_mobilefacenet(weights))
