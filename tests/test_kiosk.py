@@ -14,12 +14,13 @@ import pytest
 
 from edge.app import build_kiosk, gallery_file, load_models, open_source
 from edge.bundle import BundleError
-from edge.camera import Camera, ReconnectingCamera
+from edge.camera import ReconnectingCamera
 from edge.config import config_from_dict
 from edge.enrol import enrol_face, read_photo
 from edge.gallery import Gallery, GalleryError, featurenet_fingerprint
 from edge.lock import fail_secure, simulated_relay
 from edge.match import Match
+from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "default"
@@ -134,26 +135,6 @@ def test_cli_help():
 
 # --- fault injection: every fault leaves the relay off ---------------------------------
 
-class FrameCamera(Camera):
-    """Serves the same frame `n` times, calling `hook(i)` before each."""
-
-    def __init__(self, frame, n, hook=None):
-        self.frame, self.n, self.i, self.hook = frame, n, 0, hook
-        self.fps = None
-
-    def read(self):
-        self.i += 1
-        if self.i > self.n:
-            self.finished = True
-            return None
-        if self.hook:
-            self.hook(self.i)
-        return self.frame
-
-    def close(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def astronaut():
     from edge.demo import sample_face_photo
@@ -176,7 +157,7 @@ def test_enrolled_face_opens_only_after_n_consecutive_frames(astronaut_parts, as
     cfg = _config(tmp_path, recognition={"consecutive_frames": 3}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     states = []
-    cam = FrameCamera(astronaut, 5, hook=lambda i: states.append(_pin_is_energised(relay)))
+    cam = FramesCamera(astronaut, 5, hook=lambda i: states.append(_pin_is_energised(relay)))
     kiosk = build_kiosk(cfg, cam, relay, astronaut_parts)
     events = []
     kiosk.on_decision = lambda d: events.append(d.event)
@@ -189,7 +170,7 @@ def test_enrolled_face_opens_only_after_n_consecutive_frames(astronaut_parts, as
 def test_exception_in_detection_locks_and_carries_on(astronaut_parts, astronaut, tmp_path):
     cfg = _config(tmp_path, recognition={"consecutive_frames": 1}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
-    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 4), relay, astronaut_parts)
+    kiosk = build_kiosk(cfg, FramesCamera(astronaut, 4), relay, astronaut_parts)
     real_detect = kiosk.detector.detect
     calls = {"n": 0}
 
@@ -214,7 +195,7 @@ def test_exception_in_inference_locks(astronaut_parts, astronaut, tmp_path):
     cfg = _config(tmp_path, recognition={"consecutive_frames": 1}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
     relay.pulse()
-    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 1), relay, astronaut_parts)
+    kiosk = build_kiosk(cfg, FramesCamera(astronaut, 1), relay, astronaut_parts)
 
     class Broken:
         size = kiosk.featurenet.size
@@ -259,7 +240,7 @@ def test_sigterm_mid_pulse_locks(astronaut_parts, astronaut, tmp_path):
             was_open.append(_pin_is_energised(relay))
             os.kill(os.getpid(), signal.SIGTERM)
 
-    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 10, hook), relay, astronaut_parts)
+    kiosk = build_kiosk(cfg, FramesCamera(astronaut, 10, hook), relay, astronaut_parts)
     with pytest.raises(SystemExit):
         with fail_secure(relay):
             kiosk.run()
@@ -312,7 +293,7 @@ def test_scripted_identities_need_the_same_person_in_a_row(astronaut_parts, astr
     """Alternating identities never reach N in a row, so the door stays shut."""
     cfg = _config(tmp_path, recognition={"consecutive_frames": 2}, liveness=STILL_PHOTO)
     relay = simulated_relay()
-    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 6), relay, astronaut_parts)
+    kiosk = build_kiosk(cfg, FramesCamera(astronaut, 6), relay, astronaut_parts)
     script = iter(["a", "b", "a", "b", "a", "a"])
 
     class Scripted:
@@ -348,7 +329,7 @@ def test_a_gate_refuses_a_recognised_face_with_its_reason(astronaut_parts, astro
     gate = NotNow()
     cfg = _config(tmp_path, recognition={"consecutive_frames": 2}, liveness=STILL_PHOTO)
     relay = simulated_relay(pulse_s=5)
-    kiosk = build_kiosk(cfg, FrameCamera(astronaut, 5), relay, astronaut_parts)
+    kiosk = build_kiosk(cfg, FramesCamera(astronaut, 5), relay, astronaut_parts)
     kiosk.gates.append(gate)
     frames_seen = []
     kiosk.frame_listeners.append(lambda frame, face, d: frames_seen.append((face is not None, d and d.event)))

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from edge.attacks import PLANAR, attack_frames, portrait
-from edge.camera import Camera
 from edge.config import config_from_dict
 from edge.detect import FaceDetector
 from edge.errors import DoorlockError
 from edge.landmarks import EYE_A, EYE_B, FaceMesh, mesh_model_path
 from edge.liveness import LAG, LivenessGate, blinked, eye_aspect_ratio
+from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "default"
@@ -202,20 +202,6 @@ def test_configuration_and_kiosk_wiring(tmp_path, detector):
         config_from_dict({"liveness": {"window": 4}}, "t")
     with pytest.raises(DoorlockError, match="at least"):
         LivenessGate("normal", LAG)
-
-
-class FramesCamera(Camera):
-    def __init__(self, frames):
-        self.frames, self.fps = list(frames), 15.0
-
-    def read(self):
-        if not self.frames:
-            self.finished = True
-            return None
-        return self.frames.pop(0)
-
-    def close(self):
-        pass
 
 
 def test_kiosk_refuses_a_print_of_the_enrolled_person_and_logs_why(detector, shared, tmp_path):
