@@ -295,7 +295,7 @@ def cmd_openset(args) -> int:
     bundle = load_bundle(args.bundle)
     s = lfw_features(Path(args.lfw) / "images_deepfunneled", bundle.path, "int8", args.cache,
                      not args.quiet, _log)
-    res = openset_runs(s, bundle, tuple(args.sizes), seeds=tuple(range(args.splits)), log=_log)
+    res = openset_runs(s, bundle, tuple(args.sizes), seeds=tuple(range(args.seed, args.seed + args.splits)), log=_log)
     print(format_openset(res, bundle.name))
     if args.json:
         Path(args.json).write_text(json.dumps({str(k): v for k, v in res.items()}, indent=1) + "\n")
@@ -463,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--bundle", required=True, help="the bundle (rewritten in place by calibrate)")
         c.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder with images_deepfunneled/ and "
                                                                "pairs.txt (default %(default)s)")
-        c.add_argument("--far", type=float, default=1e-3, help="target FAR (default %(default)s)")
-        c.add_argument("--confidence", type=float, default=0.95,
-                       help="people-bootstrap confidence of the threshold bound (default %(default)s)")
+        if name != "openset":   # open-set reads FNIR at FPIR 1e-3 and at the bundle's own threshold
+            c.add_argument("--far", type=float, default=1e-3, help="target FAR (default %(default)s)")
+            c.add_argument("--confidence", type=float, default=0.95,
+                           help="people-bootstrap confidence of the threshold bound (default %(default)s)")
         c.add_argument("--cache", help="feature cache folder (default: $DOORLOCK_CACHE or ~/.cache/doorlock)")
         c.add_argument("--seed", type=int, default=0)
         c.add_argument("--quiet", action="store_true", help="no progress bars")
