@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from .align import align_blazeface, align_detected, aligned_by_mesh
 from .detect import FaceDetector
 from .embed import FeatureNet
 from .errors import DoorlockError
+from .fsutil import read_regular_fd
 
 MIN_ENROL_FACE_PX = 80      # eye-to-mouth scale is too coarse below this
 MIN_SHARPNESS = 20.0        # variance of the Laplacian of the aligned chip
@@ -65,26 +65,10 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
         why = "not found" if exc.errno == errno.ENOENT else f"cannot be opened ({exc.strerror})"
         raise EnrolError(f"{path.name}: {why}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise EnrolError(f"{path.name}: not a regular file")
-        if st.st_size > limit:
-            raise EnrolError(f"{path.name}: file too large ({st.st_size / 2**20:.1f} MiB, "
-                             f"limit {limit / 2**20:.0f} MiB)")
-        chunks, n = [], 0
-        while n <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            n += len(chunk)
-    except OSError as exc:
-        raise EnrolError(f"{path.name}: cannot be read ({exc.strerror})") from None
+        return read_regular_fd(fd, limit, path.name, EnrolError,
+                               lambda exc: EnrolError(f"{path.name}: cannot be read ({exc.strerror})"))
     finally:
         os.close(fd)
-    if n > limit:
-        raise EnrolError(f"{path.name}: file too large (more than {limit / 2**20:.0f} MiB)")
-    return b"".join(chunks)
 
 
 def read_enrol_photo(path: str | Path) -> np.ndarray:

@@ -91,6 +91,7 @@ from typing import Callable
 
 from . import keys
 from .errors import DoorlockError
+from .fsutil import read_regular_fd
 from .names import BadName, name_key, shown
 from .names import check_name as _name_rule
 from .untrusted import TomlLimitError, load_toml, one_line, quote
@@ -428,30 +429,9 @@ class Stick:
                     raise self._open_error(exc, fd, part, "/".join(parts[:i + 1]), last) from None
                 os.close(fd)
                 fd = nfd
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise PhotoRejected(f"{rel}: not a regular file")
-                if st.st_size > limit:
-                    raise PhotoRejected(f"{rel}: file too large ({st.st_size / 2**20:.1f} MiB, "
-                                        f"limit {limit / 2**20:.0f} MiB)")
-                chunks, n = [], 0
-                while n <= limit:
-                    chunk = os.read(fd, min(1 << 20, limit + 1 - n))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    n += len(chunk)
-            except OSError as exc:
-                raise StickGone(f"stick removed or unreadable while reading {rel} "
-                                f"({_describe(exc)})") from None
-            data = b"".join(chunks)
-            if len(data) > limit:
-                raise PhotoRejected(f"{rel}: file too large (more than {limit / 2**20:.0f} MiB)")
-            if len(data) != st.st_size:
-                raise PhotoRejected(f"{rel}: changed while being read ({len(data)} of "
-                                    f"{st.st_size} bytes)")
-            return data
+            return read_regular_fd(fd, limit, rel, PhotoRejected,
+                                   lambda exc: StickGone(f"stick removed or unreadable while reading {rel} "
+                                                         f"({_describe(exc)})"))
         finally:
             os.close(fd)
 
