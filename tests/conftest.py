@@ -20,3 +20,14 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared():
     return shared_path
+
+
+def jpeg_declaring(real_jpeg: bytes, w: int = 30_000, h: int = 30_000) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is patched to declare w x h pixels: a
+    decompression bomb's header, without writing (or allocating) gigabytes in a test."""
+    data = bytearray(real_jpeg)
+    i = data.find(b"\xff\xc0")
+    assert i > 0
+    data[i + 5:i + 7] = h.to_bytes(2, "big")
+    data[i + 7:i + 9] = w.to_bytes(2, "big")
+    return bytes(data)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import jpeg_declaring
 from edge import gallery as gallery_mod
 from edge import keys
 from edge.__main__ import main
@@ -64,17 +65,6 @@ def face_jpeg(tmp_path_factory) -> Path:
     assert ok
     path.write_bytes(buf.tobytes())
     return path
-
-
-def jpeg_declaring(real_jpeg: bytes, w: int, h: int) -> bytes:
-    """A small real JPEG whose frame header (SOF0) is patched to declare w x h pixels: a
-    decompression bomb's header, without writing (or allocating) gigabytes in the test."""
-    data = bytearray(real_jpeg)
-    i = data.find(b"\xff\xc0")
-    assert i > 0
-    data[i + 5:i + 7] = h.to_bytes(2, "big")
-    data[i + 7:i + 9] = w.to_bytes(2, "big")
-    return bytes(data)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import jpeg_declaring
 from edge import keys, stick
 from edge.app import load_models
 from edge.config import config_from_dict
@@ -172,16 +173,6 @@ def png_bomb(w=50_000, h=50_000):
     idat = zlib.compress(b"\0" * 4096, 9)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
             + _png_chunk(b"IEND", b""))
-
-
-def jpeg_bomb(real_jpeg: bytes, w=30_000, h=30_000):
-    """A real JPEG (no EXIF thumbnail) with its frame header patched to declare w x h pixels."""
-    data = bytearray(real_jpeg)
-    i = data.find(b"\xff\xc0")
-    assert i > 0
-    data[i + 5:i + 7] = h.to_bytes(2, "big")
-    data[i + 7:i + 9] = w.to_bytes(2, "big")
-    return bytes(data)
 
 
 def jpeg(image_rgb, quality=92):
@@ -748,7 +739,7 @@ def test_decompression_bombs_are_rejected_before_decoding(tmp_path, door, faces,
     decoded = []
     real_imdecode = cv2.imdecode
     monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1) or real_imdecode(*a))
-    bomb_jpeg = jpeg_bomb(jpeg(read_photo(faces / "train" / "kit_harington" / "john2.jpeg")))
+    bomb_jpeg = jpeg_declaring(jpeg(read_photo(faces / "train" / "kit_harington" / "john2.jpeg")))
     for name, data, words in (("bomb.png", png_bomb(), ("50000x50000", "decompression bomb")),
                               ("bomb.jpg", bomb_jpeg, ("30000x30000", "decompression bomb")),
                               ("wide.png", png_bomb(20_000, 10), ("20000x10",))):
