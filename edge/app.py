@@ -76,13 +76,14 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
 
 
 def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
-                audit: AuditLog | None = None, on_decision=None) -> Kiosk:
+                audit: AuditLog | None = None, on_decision=None, matcher=None) -> Kiosk:
     """The kiosk, with the door I/O around the relay ([door]: the kiosk drives a Door,
     which wraps the relay), the lockout, access-hours and liveness ([liveness]) gates and
     the screen ([screen]) as frame listeners; `close_kiosk` releases them."""
     r = cfg.recognition
-    matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
-                                  target_far=r.target_far)
+    if matcher is None:   # `matcher`: another one for the bench's runs, prepared here all the same
+        matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
+                                      target_far=r.target_far)
     matcher.prepare(parts.gallery)
     door = make_door(cfg, relay, audit)
     hours = make_hours_gate(cfg, parts, audit)

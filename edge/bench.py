@@ -333,10 +333,7 @@ def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frame
 
     kiosk = None
     try:
-        kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision)
-        if matcher is not None:
-            matcher.prepare(parts.gallery)
-            kiosk.matcher = matcher
+        kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision, matcher=matcher)
         kiosk.frame_listeners.append(_StageRecorder(kiosk, result, audit))
         c0 = time.process_time()
         stats = kiosk.run(max_frames=max_frames)
