@@ -265,7 +265,7 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {bundle.path}: {t['metric']} < {t['value']} (-M: {t['value_flips']}) for FAR {t['far']:g} "
           f"per pair; FAR table {t['table']['far'][0]:g} .. {t['table']['far'][-1]:g}")
     if evidence:
-        print(format_table({k: {**v, "tar@0.001_std": v["tar@0.001_std"]} for k, v in evidence.items()}, args.far))
+        print(format_table(evidence, args.far))
     return 0
 
 

@@ -137,6 +137,3 @@ def far_at(scores: np.ndarray, t: float) -> float:
     s = np.asarray(scores)
     return float((s < t).mean()) if len(s) else float("nan")
 
-
-def tar_at(scores: np.ndarray, t: float) -> float:
-    return far_at(scores, t)

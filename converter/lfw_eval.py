@@ -78,15 +78,10 @@ def evaluate(s: LFWSet, v: View2, methods: list[Method], far: float = 1e-3,
     for m in methods:
         per_fold: list[FoldResult] = []
         all_scores = np.zeros(len(v.same))
-        scorers = []
+        fixed = None if m.trained else m.fit(s, None, None)   # one scorer serves every fold
         for f in range(k):
             train_rows = np.flatnonzero((row_fold != f) & found)
-            scorers.append(m.fit(s, train_rows, f) if m.trained else m.fit(s, None, f))
-            if not m.trained:  # one scorer serves every fold
-                scorers = [scorers[0]] * k
-                break
-        for f in range(k):
-            sc = scorers[f]
+            sc = fixed if fixed is not None else m.fit(s, train_rows, f)
             test = v.folds == f
             # accuracy: threshold from the other folds' pairs, scored by this fold's model
             sp = sc(v.a, v.b)
@@ -102,7 +97,6 @@ def evaluate(s: LFWSet, v: View2, methods: list[Method], far: float = 1e-3,
             pos = fin[test & v.same]
             tar = {x: float((pos < quantile_threshold(neg, x)).mean()) for x in fars}
             # calibrated on the other people
-            train_rows = np.flatnonzero((row_fold != f) & found)
             ci, cj = impostor_pairs(s.labels, calib_pairs, seed + 100 + f, train_rows)
             cneg = sc(ci, cj)
             b = bootstrap_thresholds(cneg, s.labels[ci], s.labels[cj], [far], confidence,
@@ -121,8 +115,7 @@ def evaluate(s: LFWSet, v: View2, methods: list[Method], far: float = 1e-3,
         ta = np.array([r.tar_at_threshold for r in per_fold])
         res.update(calibrated_far_target=far, calibrated_far_mean=float(rf.mean()),
                    calibrated_far_max=float(rf.max()), calibrated_far_folds=rf.tolist(),
-                   tar_at_calibrated_mean=float(ta.mean()), tar_at_calibrated_std=float(ta.std()),
-                   plain_quantile_far_folds=None)
+                   tar_at_calibrated_mean=float(ta.mean()), tar_at_calibrated_std=float(ta.std()))
         pooled = M.tar_at_far(all_scores, v.same, far)
         res["pooled_6000_tar@1e-3"] = None if pooled is None else pooled[0]
         res["pooled_6000_acc_10fold"] = M.kfold_accuracy(all_scores, v.same, v.folds)[0]
