@@ -30,14 +30,16 @@ test: install-dev system-tools
 	$(VPY) -m ruff check edge converter tests
 	$(VPY) -m pytest -q
 
-# The systemd unit and script tests need systemd-analyze and shellcheck: installed with
-# apt-get when missing (root or passwordless sudo); without them those tests skip.
+# The systemd unit and script tests need systemd-analyze and shellcheck, the MQTT tests a
+# mosquitto broker: installed with apt-get when missing (root or passwordless sudo);
+# without them those tests skip.
 system-tools:
-	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null || { \
+	@command -v systemd-analyze >/dev/null && command -v shellcheck >/dev/null && \
+	  { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || { \
 	  S=""; [ "$$(id -u)" -eq 0 ] || S="sudo -n"; \
 	  { command -v apt-get >/dev/null && $$S apt-get update -qq && \
-	    $$S apt-get install -y -qq --no-install-recommends systemd shellcheck >/dev/null; } || \
-	  echo "note: systemd-analyze/shellcheck not installed: their tests will skip" >&2; }
+	    $$S apt-get install -y -qq --no-install-recommends systemd shellcheck mosquitto >/dev/null; } || \
+	  echo "note: systemd-analyze/shellcheck/mosquitto not installed: their tests will skip" >&2; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache
