@@ -7,13 +7,14 @@ A checksum over the vectors catches corruption. Saving writes a temporary file i
 same directory, fsyncs it and renames it over the old one, so a power cut leaves either
 the old gallery or the new one, never a mix.
 
-The store on disk (mode 0600, directory 0700):
+The store on disk (files 0640, directory 0750; on a Pi the folder is setgid, owned by the
+enrolment user and group doorlock, so the kiosk may read the gallery but never write it):
   gallery.npz        the current generation
   gallery.npz.prev   the generation it replaced (kept only if it was intact), for recovery
                      by hand: a damaged gallery is never replaced by an older one silently,
                      because the older one may still hold people who were revoked since
   .gallery.npz.lock  taken (flock) by enrolment around load -> change -> save
-A save is: temporary file (0600) -> fsync -> hard link of the current file to a temporary
+A save is: temporary file (0640) -> fsync -> hard link of the current file to a temporary
 name -> rename over .prev -> fsync the directory -> rename the temporary file over the
 current one -> fsync the directory. A power cut between any two steps leaves a current
 file that is the old gallery or the new one (tests kill the writer at each step).
@@ -40,6 +41,8 @@ from .fsutil import fsync_dir
 
 SCHEMA = "doorlock-gallery"
 VERSION = 1
+FILE_MODE = 0o640   # the kiosk reads the gallery through its group; only the writer writes
+DIR_MODE = 0o750
 
 
 class GalleryError(DoorlockError):
@@ -89,7 +92,7 @@ def _keep_previous(path: Path, tmp_prefix: str) -> None:
         os.link(path, link)
     except OSError:
         with open(path, "rb") as src, open(link, "wb") as dst:
-            os.fchmod(dst.fileno(), 0o600)
+            os.fchmod(dst.fileno(), FILE_MODE)
             dst.write(src.read())
             dst.flush()
             os.fsync(dst.fileno())
@@ -105,7 +108,7 @@ def _write_generation(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
+            os.fchmod(f.fileno(), FILE_MODE)
             half = len(data) // 2
             f.write(data[:half])
             f.flush()
@@ -144,7 +147,7 @@ def gallery_lock(path: str | os.PathLike):
     path = Path(path)
     lock = path.with_name(f".{path.name}.lock")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:  # a read-only folder or file system, another user's folder, ...
         raise GalleryError(f"cannot lock the gallery: {lock}: {exc.strerror or exc} (the gallery "
@@ -238,10 +241,10 @@ class Gallery:
         return True
 
     def save(self, path: str | os.PathLike) -> None:
-        """Replace the gallery at `path` atomically (mode 0600), keeping the generation it
+        """Replace the gallery at `path` atomically (mode 0640), keeping the generation it
         replaces as `<name>.prev`; a power cut at any point leaves the old or the new one."""
         path = Path(path)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         header = {"schema": SCHEMA, "version": VERSION, "featurenet_sha256": self.fingerprint,
                   "d": self.dim, "saved_at": utc_now(), "people": self.people,
                   "digest": _digest(np.concatenate([self.vectors, self.flips]), self.labels),

@@ -32,15 +32,20 @@ def _gallery(*names, seed=0):
 
 
 def test_save_is_private_and_keeps_the_previous_generation(tmp_path):
+    """Readable by the group (the kiosk's), writable by the owner (enrolment), never others."""
     path = tmp_path / "state" / "gallery" / "gallery.npz"
-    _gallery("Ada").save(path)
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    assert os.stat(path.parent).st_mode & 0o777 == 0o700
+    old = os.umask(0o022)
+    try:
+        _gallery("Ada").save(path)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert os.stat(path.parent).st_mode & 0o777 == 0o750
     assert not previous_generation(path).exists()  # nothing was replaced yet
     first = path.read_bytes()
     _gallery("Ada", "Bob").save(path)
     prev = previous_generation(path)
-    assert prev.read_bytes() == first and os.stat(prev).st_mode & 0o777 == 0o600
+    assert prev.read_bytes() == first and os.stat(prev).st_mode & 0o777 == 0o640
     assert load_gallery(path).names == ["Ada", "Bob"]
     _gallery("Cy").save(path)
     assert load_gallery(prev).names == ["Ada", "Bob"] and load_gallery(path).names == ["Cy"]
