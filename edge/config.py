@@ -146,6 +146,36 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """Events, state and Home Assistant discovery over MQTT (edge/mqtt.py, docs/mqtt.md)."""
+
+    enabled: bool = _key(False, "bool")
+    host: str = _key("localhost", "str")
+    port: int = _key(1883, "int", lo=1, hi=65535)
+    door_id: str = _key("door", "str")        # in the topics and Home Assistant's ids
+    base_topic: str = _key("", "str")         # "": doorlock/<door_id>
+    client_id: str = _key("", "str")          # "": doorlock-<door_id>
+    qos: int = _key(1, "int", lo=0, hi=2)
+    keepalive_s: int = _key(30, "int", lo=5, hi=3600)
+    tls: bool = _key(False, "bool")
+    ca_file: str = _key("", "str")            # "": the system's CAs
+    cert_file: str = _key("", "str")
+    key_file: str = _key("", "str")
+    username: str = _key("", "str")
+    password_file: str = _key("", "str")
+    queue_size: int = _key(1000, "int", lo=10, hi=100_000)
+    publish_names: bool = _key(False, "bool")
+    publish_scores: bool = _key(False, "bool")
+    discovery: bool = _key(True, "bool")
+    discovery_prefix: str = _key("homeassistant", "str")
+    remote_unlock: bool = _key(False, "bool")
+    remote_unlock_max: int = _key(3, "int", lo=1, hi=100)
+    remote_unlock_window_s: float = _key(60.0, "float", lo=1, hi=86400)
+    hmac_key_file: str = _key("", "str")
+    command_max_age_s: float = _key(30.0, "float", lo=1, hi=600)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = _key("INFO", "choice", choices=LOG_LEVELS)
 
@@ -154,7 +184,7 @@ SECTIONS: dict[str, type] = {
     "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
     "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
     "door": DoorConfig, "access": AccessConfig, "screen": ScreenConfig,
-    "liveness": LivenessConfig,
+    "liveness": LivenessConfig, "mqtt": MqttConfig,
 }
 
 
@@ -172,6 +202,7 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     path: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -353,6 +384,7 @@ def _check_together(cfg: Config, where: str) -> None:
     if cfg.audit.keep_debug_images and not cfg.audit.debug_dir.strip():
         raise DoorlockError(f"{where}: audit.keep_debug_images = true needs audit.debug_dir")
     _check_door(cfg, where)
+    _check_mqtt(cfg.mqtt, where)
 
 
 def _check_door(cfg: Config, where: str) -> None:
@@ -384,3 +416,45 @@ def _check_door(cfg: Config, where: str) -> None:
         raise DoorlockError(f"{where}: access: {exc}") from None
     if cfg.screen.mode == "file" and not cfg.screen.path.strip():
         raise DoorlockError(f"{where}: screen.mode = \"file\" needs screen.path")
+
+
+def _check_mqtt(m: MqttConfig, where: str) -> None:
+    """[mqtt]: names that make valid topics, TLS files in pairs, and remote unlock only
+    over TLS with an authenticated broker account."""
+    import re
+
+    bad = f"{where}: mqtt."
+    if m.remote_unlock and not m.enabled:
+        raise DoorlockError(bad + "remote_unlock = true needs mqtt.enabled = true")
+    if not m.enabled:
+        return
+    if not m.host.strip() or len(m.host) > 253 or any(c.isspace() for c in m.host):
+        raise DoorlockError(bad + f"host = {quote(m.host)}: expected a host name or address")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", m.door_id):
+        raise DoorlockError(bad + f"door_id = {quote(m.door_id)}: expected 1..64 of a-z, 0-9, "
+                                  "_ and - (it names topics and Home Assistant's entities)")
+    for key in ("base_topic", "discovery_prefix"):
+        topic = getattr(m, key)
+        if topic and (len(topic.encode()) > 200 or any(c in topic for c in "+#\0")
+                      or topic.startswith("/") or topic.endswith("/") or "//" in topic
+                      or not topic.isprintable()):
+            raise DoorlockError(bad + f"{key} = {quote(topic)}: expected a topic like "
+                                      "\"doorlock/front\" (no +, #, leading or trailing /)")
+    if not m.discovery_prefix and m.discovery:
+        raise DoorlockError(bad + "discovery = true needs mqtt.discovery_prefix")
+    if len(m.client_id) > 64 or not m.client_id.isprintable():
+        raise DoorlockError(bad + f"client_id = {quote(m.client_id)}: at most 64 printable characters")
+    if bool(m.cert_file) != bool(m.key_file):
+        raise DoorlockError(bad + "cert_file and mqtt.key_file go together (a client certificate "
+                                  "and its key)")
+    for key in ("ca_file", "cert_file"):
+        if getattr(m, key) and not m.tls:
+            raise DoorlockError(bad + f"{key} is set but mqtt.tls = false")
+    if m.password_file and not m.username:
+        raise DoorlockError(bad + "password_file is set but mqtt.username is empty")
+    if m.hmac_key_file and not m.remote_unlock:
+        raise DoorlockError(bad + "hmac_key_file is only used with mqtt.remote_unlock = true")
+    if m.remote_unlock and not (m.tls and ((m.username and m.password_file) or m.cert_file)):
+        raise DoorlockError(bad + "remote_unlock = true needs mqtt.tls = true and broker "
+                                  "authentication (mqtt.username with mqtt.password_file, or "
+                                  "mqtt.cert_file): a door must not open for anyone on the network")
