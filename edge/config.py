@@ -83,7 +83,7 @@ class AuditConfig:
     max_bytes: int = _key(1_000_000, "int", lo=1024)
     backups: int = _key(5, "int", lo=0, hi=1000)
     keep_debug_images: bool = _key(False, "bool")
-    debug_dir: str = _key("/var/lib/doorlock/debug", "str")
+    debug_dir: str = _key("/var/lib/doorlock/kiosk/debug", "str")
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class ScreenConfig:
     """The kiosk screen (edge/screen.py)."""
 
     mode: str = _key("none", "choice", choices=("none", "pygame", "file"))
-    path: str = _key("/var/lib/doorlock/screen.avi", "str")
+    path: str = _key("/var/lib/doorlock/kiosk/screen.avi", "str")
     width: int = _key(800, "int", lo=160, hi=4096)
     height: int = _key(480, "int", lo=120, hi=4096)
     fps: float = _key(15.0, "float", lo=0, hi=60, lo_open=True)

@@ -7,14 +7,17 @@
 #
 # What it does (each step is safe to repeat):
 #   1. apt packages: python3-venv, picamera2 and lgpio (camera and GPIO come from the OS);
-#   2. the system user `doorlock` (no login, no home) in the gpio, video and render groups;
+#   2. two system users (no login, no home): `doorlock` runs the kiosk (groups gpio, video,
+#      render) and never sees the key; `doorlock-enrol` checks sticks and writes the
+#      gallery, and is the only user that can read the key;
 #   3. the code in /opt/doorlock (owned by root, read-only for the service) and its
 #      virtual environment /opt/doorlock/.venv (with the OS's picamera2 and lgpio);
 #   4. /etc/doorlock/doorlock.toml (kept if present) and the device enrolment key
-#      /etc/doorlock/enrol.key (made once, root:doorlock 0640: copy it to the
+#      /etc/doorlock/enrol.key (made once, root:doorlock-enrol 0640: copy it to the
 #      administrator's computer to sign sticks);
-#   5. /var/lib/doorlock (gallery; 0700; an empty gallery until the first enrolment) and
-#      /var/log/doorlock (audit log);
+#   5. /var/lib/doorlock (root, 0755) with gallery/ (doorlock-enrol:doorlock 2750: the
+#      kiosk reads, enrolment writes; an empty gallery until the first enrolment) and
+#      kiosk/ (the kiosk's own files), and /var/log/doorlock (audit log);
 #   6. the systemd units, the udev rule for enrolment sticks, the hardware watchdog;
 #   7. the camera/display/watchdog lines appended once to /boot/firmware/config.txt;
 #   8. enables and (re)starts doorlock.service. Reboot once if config.txt changed.
@@ -36,7 +39,8 @@ units="$root/etc/systemd/system"
 rules="$root/etc/udev/rules.d"
 sysconf="$root/etc/systemd/system.conf.d"
 bootcfg="$root/boot/firmware/config.txt"
-user=doorlock
+user=doorlock           # the kiosk
+enrol_user=doorlock-enrol  # stick verification and gallery writes: the key's only reader
 
 run() {  # a step that needs the real system: shown, not run, with --root
     if [ -n "$root" ]; then echo "(dry run) $*"; else "$@"; fi
@@ -50,16 +54,24 @@ fi
 echo "1. packages"
 run apt-get install -y --no-install-recommends python3-venv python3-picamera2 python3-lgpio util-linux
 
-echo "2. user $user"
+echo "2. users $user and $enrol_user"
 if [ -z "$root" ]; then
     for group in gpio video render; do
         getent group "$group" >/dev/null || groupadd --system "$group"
     done
     if ! id "$user" >/dev/null 2>&1; then
-        useradd --system --no-create-home --home-dir /var/lib/doorlock \
+        useradd --system --no-create-home --home-dir /var/lib/doorlock/kiosk \
             --shell /usr/sbin/nologin --user-group --groups gpio,video,render "$user"
     else
         usermod -a -G gpio,video,render "$user"
+    fi
+    if ! id "$enrol_user" >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /var/lib/doorlock/gallery \
+            --shell /usr/sbin/nologin --user-group "$enrol_user"
+    fi
+    # an older install let the kiosk's group read the key: not any more
+    if id -nG "$user" | tr ' ' '\n' | grep -qx "$enrol_user"; then
+        gpasswd -d "$user" "$enrol_user" >/dev/null
     fi
 fi
 
@@ -88,17 +100,24 @@ if [ ! -e "$etc/enrol.key" ]; then
     if [ -n "$root" ]; then py="${PYTHON:-python3}"; else py="$prefix/.venv/bin/python"; fi
     (cd "$prefix" && "$py" -m edge keygen --out "$etc/enrol.key")
 fi
-run chown "root:$user" "$etc/enrol.key"
+run chown "root:$enrol_user" "$etc/enrol.key"
 chmod 0640 "$etc/enrol.key"
 
 echo "5. state and log directories"
-install -d -m 0700 "$root/var/lib/doorlock" "$root/var/lib/doorlock/gallery"
+# /var/lib/doorlock itself is root's: the kiosk owns only kiosk/, so it can neither write
+# the gallery nor rename the gallery folder away and put one of its own in its place.
+install -d -m 0755 "$root/var/lib/doorlock"
+run chown root:root "$root/var/lib/doorlock"
+install -d -m 2750 "$root/var/lib/doorlock/gallery"
+run chown -R "$enrol_user:$user" "$root/var/lib/doorlock/gallery"
+chmod -R u+rwX,g+rX,g-w,o-rwx "$root/var/lib/doorlock/gallery"  # older installs: 0600 files
+install -d -m 0700 "$root/var/lib/doorlock/kiosk"
 install -d -m 0750 "$root/var/log/doorlock"
-run chown -R "$user:$user" "$root/var/lib/doorlock" "$root/var/log/doorlock"
+run chown -R "$user:$user" "$root/var/lib/doorlock/kiosk" "$root/var/log/doorlock"
 if [ -z "$root" ]; then
     # An empty gallery for this bundle, so that the kiosk runs (door locked) until the
     # first enrolment stick, instead of refusing to start for want of a gallery.
-    (cd "$prefix" && setpriv --reuid="$(id -u "$user")" --regid="$(id -g "$user")" --init-groups -- \
+    (cd "$prefix" && setpriv --reuid="$(id -u "$enrol_user")" --regid="$(id -g "$enrol_user")" --init-groups -- \
         "$prefix/.venv/bin/python" -c '
 import sys
 from edge.app import gallery_file, load_models
