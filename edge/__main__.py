@@ -182,7 +182,8 @@ def _serve_systemd(cfg, parts, kiosk):
     r = cfg.recognition
 
     def load():
-        return load_gallery(gallery_file(r.gallery), featurenet_fingerprint(parts.bundle))
+        return load_gallery(gallery_file(r.gallery), featurenet_fingerprint(parts.bundle),
+                            parts.bundle.metadata_sha256)
 
     def apply(gallery):  # a copy of the matcher (same settings) prepared, then swapped in
         matcher = copy.copy(kiosk.matcher)  # whole: the loop never sees half a gallery
@@ -229,11 +230,11 @@ def cmd_enrol(args) -> int:
 
     with gallery_lock(gpath):  # load -> add -> save as one step against a USB enrolment
         try:
-            gallery = load_gallery(gpath, fp)
+            gallery = load_gallery(gpath, fp, parts.bundle.metadata_sha256)
         except GalleryError:
             if gpath.exists():
                 raise
-            gallery = Gallery(fp, parts.featurenet.dim)
+            gallery = Gallery(fp, parts.featurenet.dim, bundle_sha256=parts.bundle.metadata_sha256)
         from .names import same_person  # one person however the name is cased or spelt
 
         for other in same_person(gallery.names, args.name):
@@ -282,6 +283,7 @@ def cmd_enrol_stick(args) -> int:
 
     report = enrol_from_stick(args.stick, key, gpath, embed, featurenet_fingerprint(parts.bundle),
                               parts.featurenet.dim, write_report=args.report is None,
+                              bundle_sha256=parts.bundle.metadata_sha256,
                               on_photo=lambda r: print(f"{'accepted' if r.accepted else 'rejected'} "
                                                        f"{r.person}: {r.path} ({r.reason})", flush=True))
     report_failed = None

@@ -69,9 +69,9 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
                             min_face_px=cfg.detector.min_face_px, num_threads=r.num_threads)
     featurenet = FeatureNet(bundle, "int8" if r.use_int8 else "float", r.num_threads, r.use_edgetpu)
     if gallery is None and empty_gallery:
-        gallery = Gallery(featurenet_fingerprint(bundle), featurenet.dim)
+        gallery = Gallery(featurenet_fingerprint(bundle), featurenet.dim, bundle_sha256=bundle.metadata_sha256)
     elif gallery is None:
-        gallery = load_gallery(gallery_file(r.gallery), featurenet_fingerprint(bundle))
+        gallery = load_gallery(gallery_file(r.gallery), featurenet_fingerprint(bundle), bundle.metadata_sha256)
     return Parts(bundle, detector, featurenet, gallery)
 
 
@@ -152,3 +152,24 @@ def make_relay(cfg: Config) -> DoorRelay:
 def make_audit(cfg: Config) -> AuditLog:
     a = cfg.audit
     return AuditLog(a.path, a.max_bytes, a.backups, a.keep_debug_images, a.debug_dir)
+
+
+def install_gallery(cfg: Config) -> str:
+    """For install.sh: an empty gallery for the bundle if there is none (the kiosk then runs,
+    door locked, until the first stick), or the installed bundle recorded as the one the
+    gallery trusts. Only the installer re-pins: an edited bundle is refused everywhere else.
+    A bundle with another FeatureNet is refused here too (the vectors would be meaningless)."""
+    from .gallery import gallery_lock
+
+    path = gallery_file(cfg.recognition.gallery)
+    bundle = load_bundle(resolve(cfg.recognition.bundle))
+    with gallery_lock(path):
+        if not path.exists():
+            load_models(cfg, empty_gallery=True).gallery.save(path)
+            return f"made an empty gallery: {path}"
+        gallery = load_gallery(path, featurenet_fingerprint(bundle))
+        if gallery.bundle_sha256 == bundle.metadata_sha256:
+            return f"gallery {path} already pins this bundle"
+        gallery.repin(bundle.metadata_sha256)
+        gallery.save(path)
+        return f"gallery {path} now pins the installed bundle {bundle.name} ({bundle.metadata_sha256[:12]})"

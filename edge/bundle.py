@@ -69,6 +69,9 @@ class Bundle:
 
     path: Path
     metadata: dict
+    # sha256 of metadata.json's bytes: it lists every file's sha256, so it pins the whole
+    # bundle; the gallery records it at enrolment and refuses a bundle edited since
+    metadata_sha256: str = ""
 
     @property
     def name(self) -> str:
@@ -139,8 +142,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{root}: model bundle directory not found")
     if not meta_path.is_file():
         raise BundleError(f"{meta_path}: missing (not a model bundle, or an incomplete one)")
+    raw = meta_path.read_bytes()
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
@@ -176,7 +180,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             raise BundleError(f"{fpath}: size differs from the metadata (altered or truncated)")
         if sha256_file(fpath) != entry["sha256"]:
             raise BundleError(f"{fpath}: sha256 differs from the metadata (altered or corrupt)")
-    return Bundle(root, meta)
+    return Bundle(root, meta, hashlib.sha256(raw).hexdigest())
 
 
 def write_bundle(out_dir: str | os.PathLike, metadata: dict, files: dict[str, str | os.PathLike | bytes],

@@ -177,6 +177,9 @@ class Gallery:
     # with chips made the same way (mixing the two shifts z). Default: the vectors above.
     kp_vectors: np.ndarray = None
     kp_flips: np.ndarray = None
+    # the bundle's metadata.json sha256 at enrolment (edge.bundle.Bundle.metadata_sha256):
+    # a bundle edited since (a threshold, the matcher) is refused, see `load_gallery`
+    bundle_sha256: str | None = None
 
     def __post_init__(self):
         if self.vectors is None:
@@ -189,6 +192,11 @@ class Gallery:
             self.kp_vectors = self.vectors.copy()
         if self.kp_flips is None:
             self.kp_flips = self.flips.copy()
+
+    def repin(self, bundle_sha256: str) -> None:
+        """Record another bundle as the one this gallery trusts (install.sh, after an update
+        that kept the FeatureNet: the vectors stay valid, the thresholds may have moved)."""
+        self.bundle_sha256 = bundle_sha256
 
     def keypoint_view(self) -> "Gallery | None":
         """The gallery of keypoint-aligned vectors, or None where it has none of its own."""
@@ -250,6 +258,8 @@ class Gallery:
                   "digest": _digest(np.concatenate([self.vectors, self.flips]), self.labels),
                   "people_digest": _people_digest(self.people),
                   "kp_digest": _digest(np.concatenate([self.kp_vectors, self.kp_flips]), self.labels)}
+        if self.bundle_sha256:
+            header["bundle_sha256"] = self.bundle_sha256
         buf = io.BytesIO()
         np.savez(buf, vectors=self.vectors.astype(np.float32), flips=self.flips.astype(np.float32),
                  kp_vectors=self.kp_vectors.astype(np.float32), kp_flips=self.kp_flips.astype(np.float32),
@@ -258,8 +268,11 @@ class Gallery:
         _write_generation(path, buf.getvalue())
 
 
-def load_gallery(path: str | os.PathLike, fingerprint: str | None = None) -> Gallery:
-    """Load and check a gallery; with `fingerprint`, refuse vectors of another FeatureNet.
+def load_gallery(path: str | os.PathLike, fingerprint: str | None = None,
+                 bundle_sha256: str | None = None) -> Gallery:
+    """Load and check a gallery; with `fingerprint`, refuse vectors of another FeatureNet;
+    with `bundle_sha256`, refuse a bundle whose metadata changed since the gallery pinned it
+    (a gallery from before pins existed takes this one: it is recorded at its next save).
     A damaged gallery is refused (never replaced by the previous generation silently);
     the error says whether the previous generation is intact, for recovery by hand."""
     path = Path(path)
@@ -282,6 +295,14 @@ def load_gallery(path: str | os.PathLike, fingerprint: str | None = None) -> Gal
             f"bundle's ({fingerprint[:12]}); a gallery keeps only vectors, so re-enrol everyone with "
             "this bundle: move the gallery aside, then apply each person's signed stick again "
             "(edge enrol --from STICK) or enrol their photos (edge enrol --photo)")
+    if bundle_sha256:
+        if gallery.bundle_sha256 and gallery.bundle_sha256 != bundle_sha256:
+            raise GalleryError(
+                f"{path}: the model bundle changed since enrolment (its metadata.json sha256 is "
+                f"{bundle_sha256[:12]}, the gallery pinned {gallery.bundle_sha256[:12]}): an edited "
+                "bundle could let strangers in, so it is refused; if an update installed it on "
+                "purpose, run firmware_config/install.sh again, which records the installed bundle")
+        gallery.bundle_sha256 = bundle_sha256
     return gallery
 
 
@@ -320,6 +341,9 @@ def _load(path: Path) -> Gallery:
         raise GalleryError(f"{path}: corrupt gallery (checksum of the keypoint-aligned vectors differs)")
     if "people_digest" in header and _people_digest(header.get("people")) != header["people_digest"]:
         raise GalleryError(f"{path}: corrupt gallery (checksum of the people differs)")
+    pin = header.get("bundle_sha256")
+    if pin is not None and (not isinstance(pin, str) or len(pin) != 64):
+        raise GalleryError(f"{path}: corrupt gallery (bad bundle pin in its header)")
     return Gallery(fingerprint=header["featurenet_sha256"], dim=d,
                    vectors=vectors, labels=labels, flips=flips, people=people,
-                   kp_vectors=kp_vectors, kp_flips=kp_flips)
+                   kp_vectors=kp_vectors, kp_flips=kp_flips, bundle_sha256=pin)

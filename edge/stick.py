@@ -779,18 +779,20 @@ def enrol_from_stick(root: str | os.PathLike, key: bytes, gallery_path: str | os
                      embed: Callable, fingerprint: str, dim: int,
                      on_photo: Callable[[PhotoResult], None] | None = None,
                      write_report: bool = True,
-                     clock: Callable[[], datetime] = _utc_now) -> StickReport:
+                     clock: Callable[[], datetime] = _utc_now,
+                     bundle_sha256: str | None = None) -> StickReport:
     """Apply the stick at `root` to the gallery at `gallery_path`. `embed(image_rgb)`
     returns an edge.enrol.EnrolledFace (`.vector`, `.flip`, `.face_px`, ...) or raises a
     DoorlockError with the reason (edge.enrol.enrol_face). `on_photo` sees each photo's
     result as it is decided. The report is written to doorlock/report.txt when
     `write_report` and the stick is writable; the returned report says what happened.
-    `clock` is the door's clock (aware), for the replay check (`check_fresh`)."""
+    `clock` is the door's clock (aware), for the replay check (`check_fresh`);
+    `bundle_sha256` the bundle's pin (edge.gallery.load_gallery)."""
     report = StickReport(str(root), clock(), keys.key_id(key))
     stick = None
     try:
         stick = Stick(root)
-        _apply(stick, report, key, Path(gallery_path), embed, fingerprint, dim, on_photo)
+        _apply(stick, report, key, Path(gallery_path), embed, fingerprint, dim, on_photo, bundle_sha256)
     except DoorlockError as exc:  # StickError, or a gallery fault: nothing changed
         report.refused = one_line(str(exc), 600)
     finally:
@@ -818,7 +820,7 @@ def put_report(stick: Stick, text: str, report: StickReport | None = None) -> bo
 
 
 def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, embed,
-           fingerprint: str, dim: int, on_photo) -> None:
+           fingerprint: str, dim: int, on_photo, bundle_sha256: str | None = None) -> None:
     from .gallery import Gallery, GalleryError, gallery_lock, load_gallery
 
     try:
@@ -863,12 +865,12 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
 
     with gallery_lock(gallery_path):
         try:
-            gallery = load_gallery(gallery_path, fingerprint)
+            gallery = load_gallery(gallery_path, fingerprint, bundle_sha256)
         except GalleryError as exc:
             if gallery_path.exists():
                 raise StickError(f"the door's gallery cannot be read, so it is not changed: "
                                  f"{exc}") from None
-            gallery = Gallery(fingerprint, dim)
+            gallery = Gallery(fingerprint, dim, bundle_sha256=bundle_sha256)
         by_key: dict[str, list[str]] = {}   # every spelling of a name (edge/names.py)
         for old in gallery.people:
             by_key.setdefault(name_key(old), []).append(old)

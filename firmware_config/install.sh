@@ -116,19 +116,14 @@ install -d -m 0750 "$root/var/log/doorlock"
 run chown -R "$user:$user" "$root/var/lib/doorlock/kiosk" "$root/var/log/doorlock"
 if [ -z "$root" ]; then
     # An empty gallery for this bundle, so that the kiosk runs (door locked) until the
-    # first enrolment stick, instead of refusing to start for want of a gallery.
+    # first enrolment stick; or the installed bundle recorded in the gallery (its pin: a
+    # bundle edited after this is refused by the kiosk and by enrolment).
     (cd "$prefix" && setpriv --reuid="$(id -u "$enrol_user")" --regid="$(id -g "$enrol_user")" --init-groups -- \
         "$prefix/.venv/bin/python" -c '
 import sys
-from edge.app import gallery_file, load_models
+from edge.app import install_gallery
 from edge.config import load_config
-from edge.gallery import gallery_lock
-cfg = load_config(sys.argv[1])
-path = gallery_file(cfg.recognition.gallery)
-with gallery_lock(path):
-    if not path.exists():
-        load_models(cfg, empty_gallery=True).gallery.save(path)
-        print("   made an empty gallery:", path)
+print("  ", install_gallery(load_config(sys.argv[1])))
 ' "$etc/doorlock.toml")
 fi
 
