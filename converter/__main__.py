@@ -303,6 +303,15 @@ def cmd_openset(args) -> int:
     return 0
 
 
+def cmd_build_pad(args) -> int:
+    from .minifasnet import build_pad_bundle
+
+    meta = build_pad_bundle(Path(args.weights), Path(args.lfw), Path(args.out), calib=args.calibration_count,
+                            held_out=args.eval_count, seed=args.seed, command=_command(), log=_log)
+    print(f"wrote {args.out}: {', '.join(m['file'] for m in meta['models'].values())}")
+    return 0
+
+
 def _add_common(p, faces_required: bool = False) -> None:
     """Options shared by the commands that train or evaluate ModelNet."""
     from .modelnet import DEFAULT_LAYERS, ENCODINGS
@@ -452,6 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_build_default)
+
+    d = sub.add_parser("build-pad", help="Silent-Face MiniFASNets -> int8 TFLite texture PAD models",
+                       description="Rebuild MiniFASNetV2 (2.7x patch) and MiniFASNetV1SE (4.0x) from their "
+                                   ".pth, export full-int8 TFLite calibrated on LFW face patches and "
+                                   "write models/pad with its manifest (docs/liveness.md).")
+    d.add_argument("--weights", default=str(DEFAULT_LFW.parents[1] / "weights/antispoof_minifasnet"),
+                   help="folder with the two .pth files (default %(default)s)")
+    d.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder for calibration (default %(default)s)")
+    d.add_argument("--out", default=str(REPO / "models/pad"), help="folder to write (default %(default)s)")
+    d.add_argument("--calibration-count", type=int, default=200, help="calibration faces (default 200)")
+    d.add_argument("--eval-count", type=int, default=200, help="held-out faces measured (default 200)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_build_pad)
 
     for name, func, helptext in (
             ("calibrate", cmd_calibrate, "set a bundle's thresholds and FAR table on LFW's people"),
