@@ -65,6 +65,7 @@ MIN_WINDOW = LAG + NEED["strict"]
 BLINK_CLOSED = 0.55       # eye aspect ratio at most this share of its median: closed
 BLINK_OPEN = 0.8          # ... and at least this share before and after: open
 BLINK_FRAMES = 6          # closed -> open again within this many frames
+PAD_MIN_FRAMES = 3        # texture PAD scores needed before its median counts
 
 OUTLINE = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
            400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
@@ -187,7 +188,7 @@ class LivenessGate(Gate):
     name = "liveness"
 
     def __init__(self, strictness: str = "normal", window: int = 15, mesh: FaceMesh | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, pad=None):
         if strictness not in THRESHOLD:
             raise DoorlockError(f"liveness strictness must be 'normal' or 'strict' "
                                 f"(off: no gate), got {strictness!r}")
@@ -197,6 +198,9 @@ class LivenessGate(Gate):
         self.threshold, self.need = THRESHOLD[strictness], NEED[strictness]
         self.latch = strictness == "normal"
         self._mesh, self._num_threads = mesh, num_threads
+        # texture PAD (edge.pad.TexturePad), off by default: a cue that must pass as well,
+        # the median of its real scores over the window at or above its threshold
+        self.pad = pad
         self.observe_s, self.observed = 0.0, 0
         self.reset()
 
@@ -211,6 +215,7 @@ class LivenessGate(Gate):
         self._seen: deque[_Seen] = deque(maxlen=self.window + LAG)
         self._evidence: deque[int] = deque()     # frame numbers with evidence of life
         self._blinks: deque[int] = deque()
+        self._pad_scores: deque[float] = deque(maxlen=self.window)
         self.proven = False
         self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
@@ -232,6 +237,8 @@ class LivenessGate(Gate):
         if prev is not None and (frame_no != prev.no + 1 or _iou(prev.box, box) < 0.3):
             self.reset()   # a gap, or another face: start again
         seen = _Seen(frame_no, box)
+        if self.pad is not None:
+            self._pad_scores.append(self.pad.score(frame, box))
         if self.latch and self.proven:
             # normal: a proven face stays live while it is followed (no gap, no jump), so
             # only its box is needed now; the tracking work stops until the next face
@@ -271,7 +278,15 @@ class LivenessGate(Gate):
         return len(self._evidence) + 2 * len(self._blinks) >= self.need
 
     def is_live(self) -> bool:
-        return self.proven if self.latch else self._live_now()
+        return (self.proven if self.latch else self._live_now()) and self._pad_ok()
+
+    def pad_median(self) -> float | None:
+        return float(np.median(self._pad_scores)) if self._pad_scores else None
+
+    def _pad_ok(self) -> bool:
+        if self.pad is None:
+            return True
+        return len(self._pad_scores) >= PAD_MIN_FRAMES and self.pad_median() >= self.pad.threshold
 
     def refuse(self, identity: str, frame_no: int) -> str | None:
         if self._for is not None and identity != self._for:
@@ -281,6 +296,11 @@ class LivenessGate(Gate):
         if self.is_live():
             self._for = identity
             return None
+        if self.proven if self.latch else self._live_now():   # moved like a face; the texture did not pass
+            med = self.pad_median()
+            return (f"texture looks like a photo or a screen: PAD real score "
+                    f"{'none' if med is None else f'{med:.2f}'} (median of {len(self._pad_scores)} frames; "
+                    f"{self.pad.threshold:g} over {PAD_MIN_FRAMES} frames needed)")
         last = self._seen[-1] if self._seen else None
         if last is None or last.points is None:
             return "no face mesh (face not frontal or clear enough to check for life)"

@@ -129,3 +129,54 @@ def test_bad_settings_are_refused():
         TexturePad(threshold=1.5)
     with pytest.raises(DoorlockError, match="box scale"):
         TexturePad(box_scale=3)
+
+
+class _FixedPad:
+    threshold = 0.9
+
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def score(self, frame, box):
+        self.calls += 1
+        return self.value
+
+
+def _lin_frames(shared, n=40):
+    cap = cv2.VideoCapture(str(shared("data", "video", "short_hamilton_clip.mp4")))
+    frames, i = [], 0
+    while len(frames) < n:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        i += 1
+        if i >= LIN_SHOT[0]:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def _allowed(gate, detector, frames):
+    out = []
+    for no, frame in enumerate(frames, 1):
+        faces = detector.detect(frame)
+        if faces:
+            gate.observe(frame, faces[0], no)
+            reason = gate.refuse("someone", no)
+            out.append(reason)
+    return out
+
+
+def test_the_liveness_gate_with_pad_needs_the_texture_cue_too(detector, shared, pad):
+    from edge.liveness import LivenessGate
+
+    frames = _lin_frames(shared)
+    # the live person: PAD on (the real models) changes nothing, they are let in
+    with_pad = _allowed(LivenessGate("normal", pad=pad), detector, frames)
+    without = _allowed(LivenessGate("normal"), detector, frames)
+    assert None in with_pad and with_pad.index(None) == without.index(None)
+    # a face that moves like a live one but whose texture scores fake is refused, with a reason
+    fake = _FixedPad(0.2)
+    reasons = _allowed(LivenessGate("normal", pad=fake), detector, frames)
+    assert None not in reasons and fake.calls == len(reasons)
+    assert reasons[-1].startswith("texture looks like a photo or a screen: PAD real score 0.20")
