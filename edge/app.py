@@ -125,7 +125,12 @@ def make_liveness_gates(cfg: Config) -> list:
         return []
     from .liveness import LivenessGate
 
-    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads)]
+    pad = None
+    if lv.pad == "minifasnet":
+        from .pad import TexturePad
+
+        pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
+    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:

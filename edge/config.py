@@ -143,6 +143,9 @@ class LivenessConfig:
 
     strictness: str = _key("normal", "choice", choices=("off", "normal", "strict"))
     window: int = _key(15, "int", lo=9, hi=300)   # judged frames; 9 = LAG + NEED["strict"]
+    # texture PAD (edge/pad.py, MiniFASNet int8): a cue that must pass as well; off by default
+    pad: str = _key("off", "choice", choices=("off", "minifasnet"))
+    pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True)
 
 
 @dataclass(frozen=True)

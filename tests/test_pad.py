@@ -180,3 +180,17 @@ def test_the_liveness_gate_with_pad_needs_the_texture_cue_too(detector, shared, 
     reasons = _allowed(LivenessGate("normal", pad=fake), detector, frames)
     assert None not in reasons and fake.calls == len(reasons)
     assert reasons[-1].startswith("texture looks like a photo or a screen: PAD real score 0.20")
+
+
+def test_the_config_keys_choose_the_pad():
+    """[liveness] pad = "minifasnet" puts the texture cue into the kiosk's liveness gate, at
+    the configured threshold; the default leaves it out (no PAD model is even loaded)."""
+    from edge.app import make_liveness_gates
+    from edge.config import config_from_dict
+
+    (gate,) = make_liveness_gates(config_from_dict({}))
+    assert gate.pad is None
+    (gate,) = make_liveness_gates(config_from_dict({"liveness": {"pad": "minifasnet", "pad_threshold": 0.8}}))
+    assert isinstance(gate.pad, TexturePad) and gate.pad.threshold == 0.8
+    with pytest.raises(DoorlockError, match="pad"):
+        config_from_dict({"liveness": {"pad": "deeptree"}})
