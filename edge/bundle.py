@@ -35,6 +35,7 @@ from .fsutil import fsync_dir
 SCHEMA = "doorlock-bundle"
 SCHEMA_VERSION = 1
 METADATA = "metadata.json"
+MAX_METADATA_BYTES = 1024 * 1024   # the shipped ones are a few KiB (with the FAR table)
 
 # Keys every metadata.json must carry (top level), and inside "featurenet".
 REQUIRED_KEYS = ("schema", "schema_version", "created_at", "featurenet", "matcher",
@@ -142,11 +143,15 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{root}: model bundle directory not found")
     if not meta_path.is_file():
         raise BundleError(f"{meta_path}: missing (not a model bundle, or an incomplete one)")
+    if meta_path.stat().st_size > MAX_METADATA_BYTES:
+        raise BundleError(f"{meta_path}: larger than {MAX_METADATA_BYTES // 1024} KiB: not a bundle's metadata")
     raw = meta_path.read_bytes()
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path}: not valid JSON ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise BundleError(f"{meta_path}: nested too deeply to be a bundle's metadata") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise BundleError(f"{meta_path}: not a doorlock bundle (schema {meta.get('schema') if isinstance(meta, dict) else None!r})")
     version = meta.get("schema_version")
