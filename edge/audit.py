@@ -11,6 +11,8 @@ the door shut). Files: audit.jsonl, then audit.jsonl.1 (newest) .. audit.jsonl.N
 No face images are kept unless `keep_debug_images` is set together with a `debug_dir`;
 then frames are saved as JPEG atomically (temporary file, fsync, rename).
 The constructor takes the [audit] config keys, so `AuditLog(**asdict(cfg.audit))` works.
+Listeners (`add_listener`: the MQTT publisher) get each record once it is durable, in the
+file's order; they must not block, and what they raise is logged, never raised here.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class AuditLog:
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = 1_000_000, backups: int = 5,
                  keep_debug_images: bool = False, debug_dir: str | os.PathLike | None = None,
-                 *, now: Callable[[], datetime] = _utc_now):
+                 *, now: Callable[[], datetime] = _utc_now,
+                 listeners: list[Callable[[dict], None]] | None = None):
         if max_bytes < 0 or backups < 0:
             raise ValueError("max_bytes and backups must be >= 0")
         self.path = Path(path)
@@ -86,6 +89,22 @@ class AuditLog:
         self._fd: int | None = None
         self._size = 0
         self._seq = itertools.count()
+        self._listeners: list[Callable[[dict], None]] = list(listeners or [])
+
+    def add_listener(self, fn: Callable[[dict], None]) -> None:
+        """Call `fn(record)` after each record is durably written (it must not block)."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[dict], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def _tell(self, record: dict) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(record)
+            except Exception as exc:  # a broken listener must never stop the door
+                log.error("audit listener %r failed: %s", fn, exc)
 
     # -- the log -------------------------------------------------------------------------
 
@@ -200,6 +219,7 @@ class AuditLog:
                 self._close_fd()  # reopen on the next write
                 raise self._fail("write", exc) from None
             self._size += len(line)
+            self._tell(record)   # under the lock: listeners see the file's order
         return record
 
     def close(self) -> None:
