@@ -93,7 +93,22 @@ def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                   gates=[door.gate, hours, *make_liveness_gates(cfg)],
                   frame_listeners=[door] + ([screen] if screen else []))
     kiosk.door, kiosk.screen = door, screen
+    kiosk.wiegand = make_wiegand(cfg, relay, parts, audit)
     return kiosk
+
+
+def make_wiegand(cfg: Config, relay: DoorRelay, parts: Parts, audit: AuditLog | None):
+    """[wiegand]: the granted person's card sent to the panel, by an audit listener on the
+    relay's pin factory (a simulated relay has simulated lines); None when off."""
+    w = cfg.wiegand
+    if not w.enabled or audit is None:
+        return None
+    from .wiegand import CardSender, WiegandOutput
+
+    output = WiegandOutput(w.data0_pin, w.data1_pin, w.bits, w.facility, w.pulse_us, w.interval_ms,
+                           w.active_high, pin_factory=relay.pin_factory)
+    audit.add_listener(CardSender(output, lambda: parts.gallery.people).on_record)
+    return output
 
 
 def make_door(cfg: Config, relay: DoorRelay, audit: AuditLog | None = None) -> Door:
@@ -141,12 +156,17 @@ def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:
 def close_kiosk(kiosk: Kiosk) -> None:
     """Finish the screen (the file output is complete after this) and release the door I/O."""
     screen, door = getattr(kiosk, "screen", None), getattr(kiosk, "door", None)
+    wiegand, kiosk.wiegand = getattr(kiosk, "wiegand", None), None
     try:
         if screen is not None:
             screen.close()
     finally:
-        if door is not None:
-            door.close()
+        try:
+            if wiegand is not None:
+                wiegand.close()
+        finally:
+            if door is not None:
+                door.close()
 
 
 def make_relay(cfg: Config) -> DoorRelay:

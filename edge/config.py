@@ -179,6 +179,21 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class WiegandConfig:
+    """Reader output to an access-control panel (edge/wiegand.py, docs/access-panel.md):
+    a granted person's `card` (gallery info, from the stick) is sent as a Wiegand frame."""
+
+    enabled: bool = _key(False, "bool")
+    bits: int = _key(26, "int", lo=26, hi=34)           # 26 (H10301) or 34 (H10306)
+    data0_pin: int = _key(5, "int", lo=0, hi=27)
+    data1_pin: int = _key(6, "int", lo=0, hi=27)
+    facility: int = _key(0, "int", lo=0, hi=65535)      # for people without their own
+    pulse_us: float = _key(50.0, "float", lo=20, hi=100)
+    interval_ms: float = _key(2.0, "float", lo=0.2, hi=20)
+    active_high: bool = _key(False, "bool")             # True through an inverting transistor
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = _key("INFO", "choice", choices=LOG_LEVELS)
 
@@ -187,7 +202,7 @@ SECTIONS: dict[str, type] = {
     "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
     "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
     "door": DoorConfig, "access": AccessConfig, "screen": ScreenConfig,
-    "liveness": LivenessConfig, "mqtt": MqttConfig,
+    "liveness": LivenessConfig, "mqtt": MqttConfig, "wiegand": WiegandConfig,
 }
 
 
@@ -206,6 +221,7 @@ class Config:
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    wiegand: WiegandConfig = field(default_factory=WiegandConfig)
     path: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -405,6 +421,21 @@ def _check_door(cfg: Config, where: str) -> None:
         if other:
             raise DoorlockError(f"{where}: door.{key} = {pin} is already used by {other}")
         pins[f"door.{key}"] = pin
+    w = cfg.wiegand
+    if w.enabled:
+        from .wiegand import WiegandError, check_bits, check_facility
+
+        try:
+            check_bits(w.bits)
+            check_facility(w.facility, w.bits, "wiegand.facility")
+        except WiegandError as exc:
+            raise DoorlockError(f"{where}: {exc}") from None
+        for key in ("data0_pin", "data1_pin"):
+            pin = getattr(w, key)
+            other = next((k for k, p in pins.items() if p == pin), None)
+            if other:
+                raise DoorlockError(f"{where}: wiegand.{key} = {pin} is already used by {other}")
+            pins[f"wiegand.{key}"] = pin
     for name, contact in (("exit", d.exit_contact), ("contact", d.contact_type)):
         try:
             input_level(contact, getattr(d, f"{name}_pull"), getattr(d, f"{name}_active_level"))
