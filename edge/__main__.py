@@ -189,6 +189,11 @@ def _serve_systemd(cfg, parts, kiosk):
         matcher = copy.copy(kiosk.matcher)  # whole: the loop never sees half a gallery
         matcher.prepare(gallery)
         kiosk.matcher, parts.gallery = matcher, gallery
+        if kiosk.audit is not None:   # an event of its own (MQTT: "enrolment applied")
+            try:
+                kiosk.audit.write("enrolment_applied", source="gallery", people=len(gallery))
+            except Exception as exc:
+                log.error("audit log write failed: %s", exc)
 
     reloader = GalleryReloader(load, apply, notifier)
     reloader.install()

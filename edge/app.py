@@ -79,7 +79,8 @@ def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                 audit: AuditLog | None = None, on_decision=None, matcher=None) -> Kiosk:
     """The kiosk, with the door I/O around the relay ([door]: the kiosk drives a Door,
     which wraps the relay), the lockout, access-hours and liveness ([liveness]) gates and
-    the screen ([screen]) as frame listeners; `close_kiosk` releases them."""
+    the screen ([screen]) as frame listeners, and the MQTT publisher ([mqtt], told of every
+    audit record); `close_kiosk` releases them."""
     r = cfg.recognition
     if matcher is None:   # `matcher`: another one for the bench's runs, prepared here all the same
         matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
@@ -94,7 +95,49 @@ def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                   frame_listeners=[door] + ([screen] if screen else []))
     kiosk.door, kiosk.screen = door, screen
     kiosk.wiegand = make_wiegand(cfg, relay, parts, audit)
+    kiosk.mqtt = None
+    try:
+        kiosk.mqtt = make_mqtt(cfg, kiosk, parts, audit)
+    except BaseException:
+        close_kiosk(kiosk)
+        raise
     return kiosk
+
+
+def make_mqtt(cfg: Config, kiosk: Kiosk, parts: Parts, audit: AuditLog | None):
+    """[mqtt]: the publisher (and remote commands when enabled), started and told of every
+    audit record; None when off, and then paho is never imported."""
+    m = cfg.mqtt
+    if not m.enabled:
+        return None
+    from . import __version__
+    from .ha_discovery import topics
+    from .mqtt import MqttPublisher
+
+    door, remote = kiosk.door, None
+    if m.remote_unlock:
+        from .remote_unlock import RemoteUnlock, load_command_key
+
+        key = load_command_key(m.hmac_key_file) if m.hmac_key_file else None
+        remote = RemoteUnlock(door, audit, topics(m).base, max_unlocks=m.remote_unlock_max,
+                              window_s=m.remote_unlock_window_s, key=key,
+                              max_age_s=m.command_max_age_s)
+
+    def state() -> dict:
+        st = door.status()
+        return {"lock": "UNLOCKED" if door.is_open else "LOCKED",
+                "door": None if st.door_open is None else ("open" if st.door_open else "closed"),
+                "problem": "ON" if st.faults or st.alarm else "OFF", "alarm": st.alarm,
+                "locked_out": st.locked_out, "input_faults": sorted(st.faults),
+                "people": len(parts.gallery), "bundle": parts.bundle.name,
+                "frames": kiosk.stats.frames}
+
+    publisher = MqttPublisher(m, version=__version__, state_fn=state,
+                              has_contact=door.contact is not None,
+                              on_command=remote.handle if remote is not None else None)
+    if audit is not None:
+        audit.add_listener(publisher.publish)
+    return publisher.start()
 
 
 def make_wiegand(cfg: Config, relay: DoorRelay, parts: Parts, audit: AuditLog | None):
@@ -154,8 +197,14 @@ def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:
 
 
 def close_kiosk(kiosk: Kiosk) -> None:
-    """Finish the screen (the file output is complete after this) and release the door I/O."""
+    """Send what MQTT has queued and go offline, finish the screen (the file output is
+    complete after this) and release the door I/O."""
     screen, door = getattr(kiosk, "screen", None), getattr(kiosk, "door", None)
+    mqtt, kiosk.mqtt = getattr(kiosk, "mqtt", None), None
+    if mqtt is not None:
+        if kiosk.audit is not None:
+            kiosk.audit.remove_listener(mqtt.publish)
+        mqtt.close()
     wiegand, kiosk.wiegand = getattr(kiosk, "wiegand", None), None
     try:
         if screen is not None:
