@@ -161,11 +161,11 @@ class RemoteUnlock:
         if not hmac.compare_digest(good, cmd["hmac"]):
             raise CommandError("bad hmac (wrong key, door or content)")
         now = self.wall()
-        if abs(now - cmd["ts"]) > self.max_age_s:
-            raise CommandError(f"stale command (ts more than {self.max_age_s:g} s from the door's clock)")
         for nonce, ts in list(self._nonces.items()):   # past the age limit a replay is stale anyway
             if abs(now - ts) > self.max_age_s:
                 del self._nonces[nonce]
+        if abs(now - cmd["ts"]) > self.max_age_s:
+            raise CommandError(f"stale command (ts more than {self.max_age_s:g} s from the door's clock)")
         if cmd["nonce"] in self._nonces:
             raise CommandError("replayed command (nonce seen before)")
         if len(self._nonces) >= MAX_NONCES:
