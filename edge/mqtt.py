@@ -98,7 +98,7 @@ class MqttPublisher:
         self._client = None
         self.connected = threading.Event()
         self.dropped = self.sent = self.faults = self.seq = 0
-        self.connects = 0
+        self.connects = self.attempts = 0
         self.last_error: str | None = None
         self._last_event: dict | None = None
         self._last_person: str | None = None
@@ -232,6 +232,7 @@ class MqttPublisher:
             if not self.connected.is_set() and now >= next_try:
                 if stopping:
                     break
+                self.attempts += 1
                 try:
                     rc = (client.reconnect() if started else
                           client.connect(self.m.host, self.m.port, self.m.keepalive_s,

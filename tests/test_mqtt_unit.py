@@ -536,3 +536,32 @@ def test_command_key_file_and_the_signing_cli(tmp_path, capsys):
     with pytest.raises(DoorlockError, match="not a doorlock command key"):
         load_command_key(path)
     assert main(["command", "--key", str(tmp_path / "none"), "--topic", BASE, "lock"]) == 2
+
+
+# --- off means off ----------------------------------------------------------------------------
+def test_mqtt_off_imports_no_paho():
+    code = """
+import sys
+from edge.app import build_kiosk, close_kiosk, load_models
+from edge.config import config_from_dict
+from edge.lock import simulated_relay
+from edge.testing import FramesCamera
+import numpy as np
+cfg = config_from_dict({"liveness": {"strictness": "off"}})
+parts = load_models(cfg, empty_gallery=True)
+relay = simulated_relay()
+kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), n=3), relay, parts)
+kiosk.run()
+close_kiosk(kiosk)
+assert kiosk.mqtt is None
+print("paho" in " ".join(sys.modules), "edge.mqtt" in sys.modules)
+"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                       timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
