@@ -440,20 +440,34 @@ def test_ten_doors_into_one_broker(broker, subscribers, publishers):
 
 
 def test_the_demo_publishes_every_decision(broker, subscribers):
-    """Done-when: with [mqtt] on, a subscriber sees every decision of `edge run`."""
+    """Done-when: with [mqtt] on, a subscriber sees every decision of `edge run`, and the
+    gallery reload (SIGHUP, as after a USB enrolment) as "enrolment_applied"."""
     b = broker()
     sub = subscribers(b.port, topics=("doorlock/demo/#",))
-    r = subprocess.run([sys.executable, "-m", "edge", "run", "--max-frames", "45",
-                        "--set", "mqtt.enabled=true", "--set", "mqtt.host=127.0.0.1",
-                        "--set", f"mqtt.port={b.port}", "--set", "mqtt.door_id=demo"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr
-    printed = [(int(ln.split()[1]), ln.split()[2]) for ln in r.stdout.splitlines()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--max-frames", "45",
+                             "--set", "mqtt.enabled=true", "--set", "mqtt.host=127.0.0.1",
+                             "--set", f"mqtt.port={b.port}", "--set", "mqtt.door_id=demo"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().startswith("demo:")
+        proc.send_signal(signal.SIGHUP)            # reloaded once the kiosk runs
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    printed = [(int(ln.split()[1]), ln.split()[2]) for ln in out.splitlines()
                if ln.startswith("frame ")]
     assert any(e == "granted" for _, e in printed)
     wait_for(lambda: sub.on("doorlock/demo/status")[-1:] == [b"offline"], what="offline")
     got = [(e["frame"], e["event"]) for e in sub.json_on("doorlock/demo/event") if "frame" in e]
     assert got == printed
     assert sub.json_on("doorlock/demo/state")[-1]["lock"] == "LOCKED"
+    applied = [e for e in sub.json_on("doorlock/demo/event") if e["event"] == "enrolment_applied"]
+    assert len(applied) == 1 and applied[0]["people"] == 1
+    assert "enrolment_applied" in [e["event_type"] for e in sub.json_on("doorlock/demo/activity")]
 
