@@ -135,9 +135,18 @@ def make_mqtt(cfg: Config, kiosk: Kiosk, parts: Parts, audit: AuditLog | None):
     publisher = MqttPublisher(m, version=__version__, state_fn=state,
                               has_contact=door.contact is not None,
                               on_command=remote.handle if remote is not None else None)
-    if audit is not None:
-        audit.add_listener(publisher.publish)
+    log_ = _listenable(audit)
+    if log_ is not None:
+        log_.add_listener(publisher.publish)
     return publisher.start()
+
+
+def _listenable(audit):
+    """The AuditLog to listen to: `audit`, or the one a wrapper (the bench's timer) holds."""
+    for a in (audit, getattr(audit, "log", None)):
+        if hasattr(a, "add_listener"):
+            return a
+    return None
 
 
 def make_wiegand(cfg: Config, relay: DoorRelay, parts: Parts, audit: AuditLog | None):
@@ -202,8 +211,8 @@ def close_kiosk(kiosk: Kiosk) -> None:
     screen, door = getattr(kiosk, "screen", None), getattr(kiosk, "door", None)
     mqtt, kiosk.mqtt = getattr(kiosk, "mqtt", None), None
     if mqtt is not None:
-        if kiosk.audit is not None:
-            kiosk.audit.remove_listener(mqtt.publish)
+        if _listenable(kiosk.audit) is not None:
+            _listenable(kiosk.audit).remove_listener(mqtt.publish)
         mqtt.close()
     wiegand, kiosk.wiegand = getattr(kiosk, "wiegand", None), None
     try:

@@ -565,3 +565,15 @@ print("paho" in " ".join(sys.modules), "edge.mqtt" in sys.modules)
                        timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(repo)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]
+
+
+def test_the_publisher_listens_to_a_wrapped_audit_log_too(tmp_path):
+    """The bench times the audit log through a wrapper holding it as `log`."""
+    from types import SimpleNamespace
+
+    from edge.app import _listenable
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    assert _listenable(log) is log
+    assert _listenable(SimpleNamespace(log=log)) is log
+    assert _listenable(None) is None and _listenable(SimpleNamespace()) is None
