@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import ssl
 import stat
 import threading
@@ -221,7 +222,8 @@ class MqttPublisher:
             log.error("mqtt: remote command failed: %s", exc)
 
     def _run(self) -> None:
-        client, backoff, next_try, next_poll = self._client, 1.0, 0.0, 0.0
+        first = min(1.0, self.max_backoff_s)
+        client, backoff, next_try, next_poll = self._client, first, 0.0, 0.0
         started = False
         while True:
             stopping = self._stop.is_set()
@@ -251,9 +253,10 @@ class MqttPublisher:
                     self._error(f"cannot connect to the broker {self._where()}{tls}: {why}; "
                                 "retrying, events queue in memory")
                 if self.connected.is_set():
-                    backoff = 1.0
+                    backoff = first
                 else:
-                    next_try = time.monotonic() + backoff
+                    # jitter: many doors that lost one broker do not all come back at once
+                    next_try = time.monotonic() + backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, self.max_backoff_s)
             if self.connected.is_set():
                 if now >= next_poll or self._state_sent is None:
