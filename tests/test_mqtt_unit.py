@@ -577,3 +577,26 @@ def test_the_publisher_listens_to_a_wrapped_audit_log_too(tmp_path):
     assert _listenable(log) is log
     assert _listenable(SimpleNamespace(log=log)) is log
     assert _listenable(None) is None and _listenable(SimpleNamespace()) is None
+
+
+def test_secret_and_tls_files_are_one_line_errors_at_start(tmp_path):
+    from edge.mqtt import read_password, tls_context
+
+    with pytest.raises(DoorlockError, match=r"mqtt.password_file .*cannot read it"):
+        MqttPublisher(mqtt_cfg(username="door", password_file=str(tmp_path / "none")))
+    pw = tmp_path / "pass"
+    pw.write_text("secret\n")
+    pw.chmod(0o644)
+    with pytest.raises(DoorlockError, match="not readable by everyone"):
+        read_password(str(pw))
+    pw.chmod(0o600)
+    assert read_password(str(pw)) == "secret"
+    pw.write_text("two\nlines\n")
+    with pytest.raises(DoorlockError, match="one line"):
+        read_password(str(pw))
+    with pytest.raises(DoorlockError, match="mqtt TLS files") as exc:
+        tls_context(mqtt_cfg(tls=True, ca_file=str(tmp_path / "none.pem")))
+    assert "\n" not in str(exc.value)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(DoorlockError, match="mqtt TLS files"):
+        tls_context(mqtt_cfg(tls=True, ca_file=str(tmp_path / "junk.pem")))
