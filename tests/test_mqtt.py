@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import config_from_dict
-from tests.test_mqtt_unit import ha_schema_errors
+from test_mqtt_unit import ha_schema_errors
 
 paho = pytest.importorskip("paho.mqtt.client")
 REPO = Path(__file__).resolve().parents[1]
