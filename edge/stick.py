@@ -18,6 +18,8 @@ The manifest, as the administrator writes it:
   name = "Barack Obama"
   photos = ["photos/obama-1.jpg", "photos/obama-2.jpg"]
   hours = "Mon-Fri 07:00-19:00"              # optional access hours (see edge/schedule.py)
+  card = 12345                               # optional Wiegand card number (edge/wiegand.py)
+  facility = 18                              # optional, else the door's [wiegand] facility
 
 `sign` appends, below a marker line, the sha256 of every photo named and a [signature]
 table (key id, time of signing, HMAC-SHA256 made with the device enrolment key over every
@@ -148,6 +150,8 @@ class Person:
     name: str
     photos: tuple[str, ...]
     hours: str | tuple[str, ...] | None = None
+    card: int | None = None        # Wiegand card number, 0..65535
+    facility: int | None = None    # Wiegand facility code, 0..65535 (26-bit frames: 0..255)
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,17 @@ def _check_hours(value, name: str):
     except HoursError as exc:
         raise StickError(f"manifest: hours of {name!r}: {exc}") from None
     return value if isinstance(value, str) else tuple(value)
+
+
+def _check_wiegand(p: dict, name: str) -> dict:
+    """The person's optional card and facility, range-checked (edge/wiegand.py)."""
+    from .wiegand import WiegandError, check_card, check_facility
+
+    try:
+        return {key: check(p[key], what=f"{key} of {name!r}") for key, check in
+                (("card", check_card), ("facility", check_facility)) if key in p}
+    except WiegandError as exc:
+        raise StickError(f"manifest: {exc}") from None
 
 
 def _too_large(raw: bytes) -> None:
@@ -278,9 +293,9 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
     people, names, seen_paths = [], {}, {}
     for i, p in enumerate(people_raw, 1):
         for key in p:
-            if key not in ("name", "photos", "hours"):
-                raise StickError(f"manifest: person {i}: unknown key {quote(key)} (known: hours, "
-                                 "name, photos)")
+            if key not in ("name", "photos", "hours", "card", "facility"):
+                raise StickError(f"manifest: person {i}: unknown key {quote(key)} (known: card, "
+                                 "facility, hours, name, photos)")
         name = check_name(p.get("name"), f"name of person {i}")
         k = name_key(name)
         if k in names:
@@ -301,7 +316,8 @@ def validate_manifest(data: dict, signed_part: bool = True) -> Manifest:
                 raise StickError(f"manifest: photo {photo!r} is listed twice "
                                  f"({seen_paths[photo]!r} and {name!r})")
             seen_paths[photo] = name
-        people.append(Person(name, tuple(photos), _check_hours(p.get("hours"), name)))
+        people.append(Person(name, tuple(photos), _check_hours(p.get("hours"), name),
+                             **_check_wiegand(p, name)))
     if not people and not revoke:
         raise StickError("manifest: nobody to enrol or revoke")
     return Manifest(tuple(people), revoke, replay_reset=reset)
@@ -891,6 +907,7 @@ def _apply(stick: Stick, report: StickReport, key: bytes, gallery_path: Path, em
             info = {"source": "usb stick", "signed_at": _utc_stamp(manifest.signed_at)}
             if person.hours is not None:
                 info["hours"] = list(person.hours) if isinstance(person.hours, tuple) else person.hours
+            info.update({k: v for k in ("card", "facility") if (v := getattr(person, k)) is not None})
             gallery.add_faces(person.name, got, **info)
             report.enrolled[person.name] = len(got)
         if report.enrolled or report.revoked:

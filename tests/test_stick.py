@@ -233,6 +233,7 @@ def test_enrolment_end_to_end_on_real_photos(tmp_path, door, faces):
     g = load_gallery(door.gallery, featurenet_fingerprint(door.parts.bundle))
     assert g.names == ["Alex Lacamoire", "Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"]
     assert g.people["Barack Obama"]["hours"] == "Mon-Fri 07:00-19:00"
+    assert "card" not in g.people["Barack Obama"]  # no card on the stick: none in the gallery
     assert g.people["Joe Biden"]["source"] == "usb stick"
     assert len(g.vectors) == 9  # vectors only: 9 accepted photos, no image data
     assert os.stat(door.gallery).st_mode & 0o777 == 0o640  # the kiosk's group reads it
@@ -441,6 +442,16 @@ def test_a_signed_replay_reset_recovers_from_a_wrongly_dated_record(tmp_path, do
     refused(door.enrol(reset), "before the last stick applied here", "is not that stick's time")
 
 
+def test_a_card_number_lands_in_the_gallery_info(tmp_path, door, faces):
+    """The person's Wiegand card (edge/wiegand.py) and facility code, kept as the stick has them."""
+    root = make_stick(tmp_path, {"photos/biden.jpg": faces / "train" / "biden" / "biden.jpg"},
+                      manifest(("Joe Biden", ["photos/biden.jpg"])) + "card = 65535\nfacility = 18\n")
+    sign_stick(root, door.key)
+    assert door.enrol(root).enrolled == {"Joe Biden": 1}
+    info = load_gallery(door.gallery, featurenet_fingerprint(door.parts.bundle)).people["Joe Biden"]
+    assert info["card"] == 65535 and info["facility"] == 18
+
+
 def test_sticks_signed_before_replay_reset_existed_still_work(tmp_path, door, faces):
     """The format is unchanged: a stick signed by the previous version is applied."""
     root = _one_person_stick(tmp_path, faces)
@@ -482,6 +493,14 @@ def test_unsafe_photo_paths_are_refused_even_when_signed(tmp_path, door, faces, 
     ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\n[[person]]\nname = "Ada"\nphotos = ["b.jpg"]\n',
      ("listed twice",)),
     ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\nhours = "Someday 25:00-26:00"\n', ("hours of 'Ada'",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = 65536\n',
+     ("card of 'Ada' must be a whole number 0..65535",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = "12345"\n', ("card of 'Ada'",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = -1\n', ("card of 'Ada'",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = 1.5\n', ("card of 'Ada'",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = true\n', ("card of 'Ada'",)),
+    ('version = 1\n[[person]]\nname = "Ada"\nphotos = ["a.jpg"]\ncard = 1\nfacility = 70000\n',
+     ("facility of 'Ada' must be a whole number 0..65535",)),
     ("version = 1\n", ("nobody to enrol",)),
     ('version = 1\n[[person]]\nname = "Ada"\nphotos = [' + ", ".join(f'"{i}.jpg"' for i in range(11)) + "]\n",
      ("11 photos, limit 10",)),
