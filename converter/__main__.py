@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("build-default", help="build-featurenet --arch mobilefacenet + calibrate: the default bundle",
                        description="MobileFaceNet from ../shared/data/weights, float + int8 TFLite, then its "
                                    "cosine thresholds and FAR table calibrated on LFW's people.")
-    d.add_argument("--out", default=str(REPO / "models/default"), help="bundle to write (default %(default)s)")
+    d.add_argument("--out", default=str(REPO / "edge/models/default"), help="bundle to write (default %(default)s)")
     d.add_argument("--faces", default=str(DEFAULT_FACES), help="int8 calibration faces (default %(default)s)")
     d.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder (default %(default)s)")
     d.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)s)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from .assets import bundle_path
 from .audit import AuditLog
 from .bundle import Bundle, load_bundle
 from .camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
@@ -25,16 +26,12 @@ from .schedule import AccessHoursGate
 from .screen import Screen, open_screen
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def resolve(path: str | Path) -> Path:
-    """Relative paths are taken from the working directory, then from the checkout."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    alt = REPO / p
-    return alt if alt.exists() else p
+    """Relative paths are taken from the working directory, never from a checkout: an
+    installed wheel has none (the packaged bundle is edge.assets.bundle_path's)."""
+    return Path(path)
 
 
 def gallery_file(path: str | Path) -> Path:
@@ -64,7 +61,7 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
     """Bundle (verified), detector, FeatureNet and gallery (checked against the bundle).
     `empty_gallery` starts a new, empty gallery for this bundle instead of loading one."""
     r = cfg.recognition
-    bundle = load_bundle(resolve(r.bundle))
+    bundle = load_bundle(bundle_path(r.bundle))
     detector = FaceDetector(cfg.detector.model, min_score=cfg.detector.min_score,
                             min_face_px=cfg.detector.min_face_px, num_threads=r.num_threads)
     featurenet = FeatureNet(bundle, "int8" if r.use_int8 else "float", r.num_threads, r.use_edgetpu)
@@ -245,7 +242,7 @@ def install_gallery(cfg: Config) -> str:
     from .gallery import gallery_lock
 
     path = gallery_file(cfg.recognition.gallery)
-    bundle = load_bundle(resolve(cfg.recognition.bundle))
+    bundle = load_bundle(bundle_path(cfg.recognition.bundle))
     with gallery_lock(path):
         if not path.exists():
             load_models(cfg, empty_gallery=True).gallery.save(path)

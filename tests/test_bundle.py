@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shipped_bundle
 from edge.bundle import METADATA, SCHEMA_VERSION, BundleError, load_bundle, write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def test_missing_precision_is_a_clear_error(bundle_dir):
 @pytest.mark.parametrize("name, size, arch", [("default", 112, "mobilefacenet"), ("dlib", 150, "dlib")])
 def test_shipped_bundles_verify_and_say_what_they_are(name, size, arch):
     """Both shipped bundles: MobileFaceNet (the default) and dlib's ResNet (CC0 weights)."""
-    b = load_bundle(REPO / "models" / name)
+    b = load_bundle(shipped_bundle(name))
     assert b.input_size == (size, size)
     assert b.metadata["d"] == 128
     assert b.metadata["featurenet"].get("arch") == arch

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shipped_bundle
 from edge.bundle import BundleError, load_bundle
 from edge.match import matcher_from_bundle
 
@@ -18,7 +19,7 @@ def _edited(tmp_path, name, edit):
     """A copy of a shipped bundle with metadata.json edited and its file list kept: what
     someone who can write the bundle folder could do."""
     dst = tmp_path / name
-    shutil.copytree(REPO / "models" / name, dst)
+    shutil.copytree(shipped_bundle(name), dst)
     meta = json.loads((dst / "metadata.json").read_text())
     edit(meta)
     (dst / "metadata.json").write_text(json.dumps(meta))
@@ -57,7 +58,7 @@ def test_edits_that_would_open_the_door_or_crash_it_are_refused(tmp_path, name, 
 
 def test_both_shipped_bundles_pass_the_checks():
     for name in ("default", "dlib"):
-        load_bundle(REPO / "models" / name)
+        load_bundle(shipped_bundle(name))
 
 
 @pytest.mark.parametrize("name, flips, value, ok", [
@@ -70,7 +71,7 @@ def test_both_shipped_bundles_pass_the_checks():
     ("dlib", False, -1.0, False),
 ])
 def test_threshold_override_is_bounded_by_the_calibration(name, flips, value, ok):
-    b = load_bundle(REPO / "models" / name)
+    b = load_bundle(shipped_bundle(name))
     if ok:
         assert matcher_from_bundle(b, flips=flips, threshold_override=value).threshold == value
     else:

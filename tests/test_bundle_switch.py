@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shipped_bundle
 from edge.app import load_models
 from edge.config import config_from_dict
 from edge.gallery import Gallery, GalleryError, featurenet_fingerprint
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(bundle, gallery):
-    return config_from_dict({"recognition": {"bundle": str(REPO / "models" / bundle), "gallery": str(gallery)},
+    return config_from_dict({"recognition": {"bundle": str(shipped_bundle(bundle)), "gallery": str(gallery)},
                              "relay": {"simulated": True}})
 
 
@@ -37,7 +38,7 @@ def test_each_bundle_sets_the_chip_and_template_it_was_trained_on(name, size, tm
 def test_a_gallery_of_the_other_featurenet_is_refused_with_the_way_back(enrolled_with, loaded_with, tmp_path):
     from edge.bundle import load_bundle
 
-    other = load_bundle(REPO / "models" / enrolled_with)
+    other = load_bundle(shipped_bundle(enrolled_with))
     g = Gallery(featurenet_fingerprint(other), 128)
     g.add("Ada", np.ones((1, 128), np.float32))
     path = tmp_path / "gallery.npz"

@@ -37,7 +37,7 @@ def test_defaults():
     r = cfg.recognition
     assert (r.bundle, r.gallery, r.use_int8, r.use_edgetpu, r.flips, r.threshold_override,
             r.consecutive_frames, r.num_threads) == (
-        "models/default", "/var/lib/doorlock/gallery", True, "auto", True, None, 3, 2)
+        "default", "/var/lib/doorlock/gallery", True, "auto", True, None, 3, 2)
     assert dataclasses.asdict(cfg.relay) == dict(pin=17, active_high=True, pulse_s=3.0,
                                                  max_pulse_s=10.0, simulated=False)
     a = cfg.audit

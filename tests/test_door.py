@@ -426,7 +426,7 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
     from edge.match import Match
 
     cfg = config_from_dict({
-        "recognition": {"bundle": str(REPO / "models" / "default"), "consecutive_frames": 2},
+        "recognition": {"bundle": str(REPO / "edge" / "models" / "default"), "consecutive_frames": 2},
         "relay": {"simulated": True},
         "audit": {"path": str(tmp_path / "audit.jsonl")},
         "door": {"exit_pin": EXIT, "lockout_attempts": 2}}, "test")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import edge.embed as embed
+from conftest import shipped_bundle
 from edge.bundle import load_bundle
 from edge.errors import DoorlockError
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module", params=["default", "dlib"])
 def bundle(request):
     """Each shipped bundle: the device takes either FeatureNet (its chip size and template)."""
-    return load_bundle(REPO / "models" / request.param)
+    return load_bundle(shipped_bundle(request.param))
 
 
 def test_int8_by_default_and_float_on_request(bundle):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import resolve
+from conftest import shipped_bundle
 from edge.bundle import load_bundle
 from edge.errors import DoorlockError
 from edge.match import matcher_from_bundle
@@ -55,7 +55,7 @@ def _mutate(meta, rng: random.Random):
 
 
 def _bundle_copy(tmp_path, name):
-    src = resolve("models/default") if name == "default" else REPO / "models" / name
+    src = shipped_bundle(name)
     dst = tmp_path / name
     shutil.copytree(src, dst)
     return dst

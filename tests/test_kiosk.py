@@ -23,7 +23,7 @@ from edge.match import Match
 from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "default"
+BUNDLE = REPO / "edge" / "models" / "default"
 
 # Shots of the Hamilton clip (found by colour-histogram cuts, labelled by eye):
 # 1-20 wide stage shot (both people far away), 21-82 Alex Lacamoire in profile at the

@@ -18,7 +18,7 @@ from edge.liveness import LAG, LivenessGate, blinked, eye_aspect_ratio
 from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "default"
+BUNDLE = REPO / "edge" / "models" / "default"
 LIN_SHOT = (83, 211)   # the Hamilton clip's close-up of Lin-Manuel Miranda (tests/test_kiosk.py)
 
 
@@ -68,7 +68,7 @@ def _hamilton(shared, first, last, step=1):
     return frames
 
 
-def test_face_mesh_runs_from_the_wheel_and_finds_the_eyes(detector, mesh, astronaut):
+def test_face_mesh_runs_from_the_package_and_finds_the_eyes(detector, mesh, astronaut):
     assert mesh_model_path().name == "face_landmark.tflite"
     face = detector.detect(astronaut)[0]
     m = mesh.run(astronaut, face)

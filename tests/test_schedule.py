@@ -227,7 +227,7 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    cfg = config_from_dict({"recognition": {"bundle": str(repo / "models" / "default"),
+    cfg = config_from_dict({"recognition": {"bundle": str(repo / "edge" / "models" / "default"),
                                             "consecutive_frames": 1},
                             "relay": {"simulated": True},
                             "access": {"timezone": "Europe/Berlin"},

@@ -32,7 +32,7 @@ from edge.stick import (MAC_DOMAIN, SIGN_MARKER, StickError, enrol_from_stick, i
                         sign_stick)
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "default"
+BUNDLE = REPO / "edge" / "models" / "default"
 
 
 @pytest.fixture(scope="module")

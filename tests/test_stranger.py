@@ -28,7 +28,7 @@ def setup():
     people = {name: sorted((fr / "train" / d).glob("*")) for name, d in NOT_IN_CLIP.items()}
     people["Alex Lacamoire"] = [fr / "alex-lacamoire.png"]
     people["Lin-Manuel Miranda"] = [fr / "lin-manuel-miranda.png"]
-    cfg = config_from_dict({"recognition": {"bundle": str(REPO / "models" / "default")},
+    cfg = config_from_dict({"recognition": {"bundle": str(REPO / "edge" / "models" / "default")},
                             "relay": {"simulated": True}})
     return cfg, load_models(cfg, empty_gallery=True), people, str(video)
 

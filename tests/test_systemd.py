@@ -133,7 +133,7 @@ def test_shipped_config_writes_only_where_the_unit_allows():
     assert cfg.audit.path.startswith("/var/log/doorlock/")
     # the gallery is read, never written, by the kiosk: outside its StateDirectory
     assert cfg.recognition.gallery == "/var/lib/doorlock/gallery"
-    assert not Path(cfg.recognition.bundle).is_absolute()  # models/default under WorkingDirectory
+    assert cfg.recognition.bundle == "default"  # the packaged bundle, in the venv under the prefix
     assert cfg.relay.simulated is False
 
 
@@ -300,7 +300,7 @@ def test_enrol_script_end_to_end_with_stand_in_system_tools(tmp_path, shared):
     sign_stick(stick, keys.write_key(key_file))
     gallery = tmp_path / "state" / "gallery"
     config = tmp_path / "doorlock.toml"
-    config.write_text(f'[recognition]\nbundle = "{REPO / "models" / "default"}"\ngallery = "{gallery}"\n')
+    config.write_text(f'[recognition]\nbundle = "{REPO / "edge" / "models" / "default"}"\ngallery = "{gallery}"\n')
 
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()

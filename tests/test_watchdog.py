@@ -17,7 +17,7 @@ from edge.kiosk import Decision
 from edge.watchdog import GalleryReloader, Notifier, Watchdog
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "default"
+BUNDLE = REPO / "edge" / "models" / "default"
 
 
 class FakeSystemd:
