@@ -465,11 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("build-pad", help="Silent-Face MiniFASNets -> int8 TFLite texture PAD models",
                        description="Rebuild MiniFASNetV2 (2.7x patch) and MiniFASNetV1SE (4.0x) from their "
                                    ".pth, export full-int8 TFLite calibrated on LFW face patches and "
-                                   "write models/pad with its manifest (docs/liveness.md).")
+                                   "write edge/models/pad with its manifest (docs/liveness.md).")
     d.add_argument("--weights", default=str(DEFAULT_LFW.parents[1] / "weights/antispoof_minifasnet"),
                    help="folder with the two .pth files (default %(default)s)")
     d.add_argument("--lfw", default=str(DEFAULT_LFW), help="LFW folder for calibration (default %(default)s)")
-    d.add_argument("--out", default=str(REPO / "models/pad"), help="folder to write (default %(default)s)")
+    d.add_argument("--out", default=str(REPO / "edge/models/pad"), help="folder to write (default %(default)s)")
     d.add_argument("--calibration-count", type=int, default=200, help="calibration faces (default 200)")
     d.add_argument("--eval-count", type=int, default=200, help="held-out faces measured (default 200)")
     d.add_argument("--seed", type=int, default=0)

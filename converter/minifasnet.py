@@ -5,7 +5,7 @@ tensors' shapes; exact rewrites only: every frozen batch norm folded into the co
 it, and the linear tail (conv_6_dw flatten -> linear -> BatchNorm1d -> prob) kept as a 5x5
 depthwise conv plus one Dense. Input: an 80x80 BGR patch, raw 0..255 (the source's
 ToTensor does not divide); output: the 3-class softmax (class 1 = real). `build-pad`
-exports float and full-int8 TFLite and writes models/pad (design: docs/liveness.md).
+exports float and full-int8 TFLite and writes edge/models/pad (design: docs/liveness.md).
 """
 
 from __future__ import annotations

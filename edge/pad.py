@@ -6,7 +6,8 @@ patches cut around the face box at 2.7x and 4.0x, each scored by its model, the 
 softmaxes averaged; the real class's share is the score. Patches are cut exactly as the
 source's CropImage cuts them (the scaled box slid back inside the frame, never padded),
 from the BlazeFace box grown by BOX_SCALE to match the source's RetinaFace box. The models
-and their manifest live in models/pad (written by `python -m converter build-pad`).
+and their manifest ship inside edge, in edge/models/pad (written by `python -m converter
+build-pad`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .assets import packaged
 from .bundle import BundleError, sha256_file
 from .errors import DoorlockError
 from .runtime import TFLiteModel
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = REPO / "models" / "pad"
+DEFAULT_DIR = packaged("pad")
 MANIFEST = "metadata.json"
 SCHEMA = "doorlock-pad"
 SIZE = 80
@@ -97,7 +98,7 @@ class PadModel:
 
 
 def load_manifest(root: str | os.PathLike = DEFAULT_DIR) -> dict:
-    """models/pad's metadata.json, every listed file checked against its sha256 and size;
+    """edge/models/pad's metadata.json, every listed file checked against its sha256 and size;
     a one-line BundleError otherwise (the door then stays locked, as for a face bundle)."""
     root = Path(root)
     path = root / MANIFEST

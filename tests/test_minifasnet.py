@@ -1,6 +1,6 @@
 """Texture PAD models: the Keras MiniFASNets equal their PyTorch source (when torch is
 installed) and an independent numpy reading of the weights, on real face patches; the
-committed int8 models in models/pad agree with float on real and attack patches."""
+committed int8 models in edge/models/pad agree with float on real and attack patches."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from converter.minifasnet import (MODELS, REAL_CLASS, STAGES, MiniFASNetFormatEr
 from converter.torch_reader import read_state_dict
 from edge.bundle import sha256_file
 
-from conftest import REPO, shared_path
+from conftest import shared_path
 
 WEIGHTS = ("data", "weights", "antispoof_minifasnet")
 
@@ -147,7 +147,7 @@ def test_the_committed_int8_models_agree_with_float(keras_models, patches, state
         m = meta["models"][key]
         assert m["scale"] == scale
         assert m["weights_sha256"] == sha256_file(shared_path(*WEIGHTS, fname))   # built from these weights
-        q = PadModel(REPO / "models" / "pad" / m["file"])
+        q = PadModel(DEFAULT_DIR / m["file"])
         for x in patches[scale]:
             fp = keras_models[key].predict(x, verbose=0)[:, REAL_CLASS]
             qp = np.concatenate([q.softmax(p[None]) for p in x])[:, REAL_CLASS]

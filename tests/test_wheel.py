@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGED = ["edge/models/default/metadata.json", "edge/models/default/featurenet_int8.tflite",
             "edge/models/default/featurenet_float.tflite", "edge/models/mediapipe/LICENSE",
             "edge/models/mediapipe/NOTICE", "edge/models/mediapipe/face_detection_short_range.tflite",
-            "edge/models/mediapipe/face_detection_full_range.tflite", "edge/models/mediapipe/face_landmark.tflite"]
+            "edge/models/mediapipe/face_detection_full_range.tflite", "edge/models/mediapipe/face_landmark.tflite",
+            "edge/models/pad/metadata.json", "edge/models/pad/LICENSE"]
 
 
 def _run(cmd, **kw):
@@ -57,12 +58,12 @@ def test_the_wheel_installed_elsewhere_runs_the_demo(tmp_path):
     run.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["TMPDIR"] = str(tmp_path)
-    where = _run([py, "-c", "import json, sys, edge, edge.assets as a; print(edge.__file__); "
-                  "print(a.bundle_path('default')); print(a.mediapipe_dir()); print(json.dumps(sys.path))"],
-                 cwd=run, env=env).splitlines()
-    for p in where[:3]:
+    where = _run([py, "-c", "import json, sys, edge, edge.assets as a, edge.pad as pad; pad.load_manifest(); "
+                  "print(json.dumps(sys.path)); print(edge.__file__); print(a.bundle_path('default')); "
+                  "print(a.mediapipe_dir()); print(pad.DEFAULT_DIR)"], cwd=run, env=env).splitlines()
+    assert REPO not in {(run / p).resolve() for p in json.loads(where[0])}, where[0]
+    for p in where[1:]:
         assert Path(p).is_relative_to(venv), where
-    assert REPO not in {(run / p).resolve() for p in json.loads(where[3])}, where[3]
 
     out = _run([py, "-m", "edge", "run", "--max-frames", "45", "--quiet"], cwd=run, env=env)
     opened = re.search(r"door opened (\d+) time", out)
