@@ -24,6 +24,7 @@ from conftest import jpeg_declaring
 from edge import gallery as gallery_mod
 from edge import keys
 from edge.__main__ import main
+from edge.assets import bundle_path
 from edge.audit import AuditLog
 from edge.config import config_from_dict
 from edge.errors import DoorlockError
@@ -31,7 +32,7 @@ from edge.stick import sign_stick
 
 REPO = Path(__file__).resolve().parents[1]
 # The bundle the commands use by default (the subprocess tests pass none), from the config
-BUNDLE = REPO / config_from_dict({}, "defaults").recognition.bundle
+BUNDLE = bundle_path(config_from_dict({}, "defaults").recognition.bundle)
 SUBPROCESS_TIMEOUT = 180  # seconds: far above a model load on a busy Pi-class machine
 
 
