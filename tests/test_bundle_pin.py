@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.app import install_gallery, load_models, resolve
+from edge.app import install_gallery, load_models
+from edge.assets import bundle_path
 from edge.bundle import load_bundle
 from edge.config import config_from_dict
 from edge.gallery import Gallery, GalleryError, featurenet_fingerprint, load_gallery
@@ -18,7 +19,7 @@ from edge.gallery import Gallery, GalleryError, featurenet_fingerprint, load_gal
 def door(tmp_path):
     """A copy of the default bundle and a gallery of one person enrolled with it."""
     bundle_dir = tmp_path / "bundle"
-    shutil.copytree(resolve(config_from_dict({}).recognition.bundle), bundle_dir)
+    shutil.copytree(bundle_path(config_from_dict({}).recognition.bundle), bundle_dir)
     cfg = config_from_dict({"recognition": {"bundle": str(bundle_dir), "gallery": str(tmp_path / "gallery")}})
     bundle = load_bundle(bundle_dir)
     g = Gallery(featurenet_fingerprint(bundle), bundle.metadata["d"], bundle_sha256=bundle.metadata_sha256)
