@@ -21,10 +21,9 @@ import numpy as np
 from edge.bundle import sha256_file
 from edge.errors import DoorlockError
 
-from .torch_reader import read_state_dict
+from .torch_reader import frozen_batchnorm, read_state_dict
 
 INPUT_SIZE = 80
-BN_EPS = 1e-5
 REAL_CLASS = 1
 # (stage, number of residual blocks, stride); the 3 x "Depth_Wise" downsamplers have no shortcut
 STAGES = (("conv_23", 0, 2), ("conv_3", 4, 1), ("conv_34", 0, 2), ("conv_4", 6, 1),
@@ -40,13 +39,7 @@ class MiniFASNetFormatError(DoorlockError):
 
 
 def _bn(sd: dict, prefix: str):
-    try:
-        g, b = sd[prefix + ".weight"], sd[prefix + ".bias"]
-        m, v = sd[prefix + ".running_mean"], sd[prefix + ".running_var"]
-    except KeyError as exc:
-        raise MiniFASNetFormatError(f"state_dict lacks {exc.args[0]}") from None
-    scale = g.astype(np.float64) / np.sqrt(v.astype(np.float64) + BN_EPS)
-    return scale, b.astype(np.float64) - m.astype(np.float64) * scale
+    return frozen_batchnorm(sd, prefix, MiniFASNetFormatError)
 
 
 def _w(sd: dict, name: str) -> np.ndarray:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .torch_reader import read_state_dict
+from .torch_reader import frozen_batchnorm, read_state_dict
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 128
-BN_EPS = 1e-5
 # torchvision's ImageNet statistics, as the source's data_gen.py normalises.
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
@@ -32,14 +31,7 @@ class MobileFaceNetFormatError(ValueError):
 
 
 def _bn(sd: dict, prefix: str):
-    """(scale, shift) of a frozen BatchNorm2d."""
-    try:
-        g, b = sd[prefix + ".weight"], sd[prefix + ".bias"]
-        m, v = sd[prefix + ".running_mean"], sd[prefix + ".running_var"]
-    except KeyError as exc:
-        raise MobileFaceNetFormatError(f"state_dict lacks {exc.args[0]}") from None
-    scale = g.astype(np.float64) / np.sqrt(v.astype(np.float64) + BN_EPS)
-    return scale, b.astype(np.float64) - m.astype(np.float64) * scale
+    return frozen_batchnorm(sd, prefix, MobileFaceNetFormatError)
 
 
 def _weight(sd: dict, name: str, shape=None) -> np.ndarray:

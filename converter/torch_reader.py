@@ -199,3 +199,18 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         except zipfile.BadZipFile:
             raise TorchFormatError(f"{path.name}: damaged zip") from None
     return _read_legacy(raw, path)
+
+
+BN_EPS = 1e-5   # PyTorch's BatchNorm2d default, which both rebuilt networks use
+
+
+def frozen_batchnorm(sd: dict, prefix: str, error: type[Exception] = TorchFormatError):
+    """(scale, shift) of the BatchNorm2d at `prefix` in eval mode, in float64, to fold into
+    the layer before it; `error` names the network when a tensor is missing."""
+    try:
+        g, b = sd[prefix + ".weight"], sd[prefix + ".bias"]
+        m, v = sd[prefix + ".running_mean"], sd[prefix + ".running_var"]
+    except KeyError as exc:
+        raise error(f"state_dict lacks {exc.args[0]}") from None
+    scale = g.astype(np.float64) / np.sqrt(v.astype(np.float64) + BN_EPS)
+    return scale, b.astype(np.float64) - m.astype(np.float64) * scale
