@@ -111,7 +111,7 @@ def load_key(path: str | os.PathLike = DEFAULT_KEY_PATH) -> bytes:
             raise EnrolKeyError(f"{path}: the enrolment key is not a regular file")
         if st.st_mode & 0o007:
             raise EnrolKeyError(f"{path}: the enrolment key is readable by everyone "
-                                f"(chmod 600 {path}, or 640 with group doorlock)")
+                                f"(chmod 600 {path}, or 640 with group doorlock-enrol)")
         data = os.read(fd, _MAX_KEY_FILE + 1)
     finally:
         os.close(fd)
