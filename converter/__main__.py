@@ -57,7 +57,7 @@ def cmd_build_featurenet(args) -> int:
 def cmd_inspect(args) -> int:
     import json
 
-    from edge.bundle import load_bundle
+    from edge.vision.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     meta = dict(bundle.metadata)
@@ -287,7 +287,7 @@ def cmd_lfw_eval(args) -> int:
 def cmd_openset(args) -> int:
     import json
 
-    from edge.bundle import load_bundle
+    from edge.vision.bundle import load_bundle
 
     from .lfw import lfw_features
     from .openset import format_openset, openset_runs

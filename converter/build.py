@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import Bundle, write_bundle
-from edge.runtime import TFLiteModel
+from edge.vision.bundle import Bundle, write_bundle
+from edge.vision.runtime import TFLiteModel
 
 from .export import check_int8_graph, graph_report, to_float_tflite, to_int8_tflite
 from .faces import sample_chips
@@ -30,7 +30,7 @@ DEFAULT_TARGETS = {"match": {"mean": [0.0], "std": 1.0}, "nonmatch": {"mean": [4
 def alignment_template(size: int, template: np.ndarray, source: str) -> dict:
     """The template as the bundle stores it: subject-centric names (the subject's right
     eye is on the image's left)."""
-    from edge.bundle import TEMPLATE_ORDER
+    from edge.vision.bundle import TEMPLATE_ORDER
 
     return {"size": size, "source": source,
             "points": {n: [round(float(x), 3), round(float(y), 3)]

@@ -7,7 +7,7 @@ resample draws people with replacement (Poisson weights), a pair counts with the
 of its two people's weights, and the threshold is taken at the `confidence` lower
 quantile of the resampled FAR-quantiles (lower z or distance is stricter). The same rule
 gives a FAR -> threshold table, so the device can choose its per-pair threshold for a
-gallery of N people (edge.match.threshold_for_gallery).
+gallery of N people (edge.vision.match.threshold_for_gallery).
 """
 
 from __future__ import annotations

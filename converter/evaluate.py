@@ -286,7 +286,7 @@ def pairlist_features(pl: PairList, detector: str, cache: Path | None, model=Non
         feats[ok], flips[ok] = both[:len(arr)], both[len(arr):]
     out = {"feats": feats, "flips": flips, "found": ok, "paths": np.array([str(p.resolve()) for p in images])}
     if featurenet_int8 is not None and ok.any():
-        from edge.runtime import TFLiteModel
+        from edge.vision.runtime import TFLiteModel
 
         q = TFLiteModel(featurenet_int8, num_threads=2)
         qf, qff = feats.copy(), flips.copy()
@@ -307,7 +307,7 @@ def pairlist_evaluation(pl: PairList, bundle_path: Path | None, detector: str = 
                         log=lambda m: print(m, file=sys.stderr)) -> dict:
     """Fixed metrics and the bundle's matcher (float and int8 ModelNet, at the bundle's own
     threshold and with 10-fold thresholds) on a list of photo pairs."""
-    from edge.bundle import load_bundle
+    from edge.vision.bundle import load_bundle
 
     bundle = load_bundle(bundle_path) if bundle_path else None
     q8 = bundle.model_path("featurenet", "int8") if bundle and bundle.has_model("featurenet", "int8") else None
@@ -333,7 +333,7 @@ def pairlist_evaluation(pl: PairList, bundle_path: Path | None, detector: str = 
     thresholds["L2"] = DLIB_L2_THRESHOLD
     meta = {}
     if bundle is not None and bundle.matcher.get("kind") == "modelnet":
-        from edge.match import ModelNet
+        from edge.vision.match import ModelNet
 
         mm = bundle.matcher
         cfg = ModelNetConfig(d=int(bundle.metadata["d"]), m=int(bundle.metadata["m"]), encoding=mm["encoding"],

@@ -49,7 +49,7 @@ def to_featurenet_chip(img: np.ndarray, size: int = 150, template: np.ndarray | 
     if img.shape[:2] == (size, size):
         return img
     if img.shape[:2] == (112, 112):
-        from edge.align import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, remap_chip
+        from edge.vision.align import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, remap_chip
 
         to = DLIB_CHIP_TEMPLATE_150 if template is None else template
         return remap_chip(img, ARCFACE_TEMPLATE_112, to, size)

@@ -99,7 +99,7 @@ def _key(root: Path, paths: list[Path], weights_sha: str) -> str:
 
 
 def weights_sha256(weights: Path | None = None) -> str:
-    from edge.bundle import sha256_file
+    from edge.vision.bundle import sha256_file
 
     from .dlib_reader import default_weights_path
 

@@ -99,11 +99,11 @@ def lfw_chips(images: Path, template: np.ndarray, size: int, cache: Path | None 
 def lfw_features(images: Path, bundle_path: Path, precision: str = "int8", cache: Path | None = None,
                  progress: bool = True, log=lambda m: print(m, file=sys.stderr)) -> LFWSet:
     """Every LFW photo's feature and mirrored feature through the bundle's FeatureNet as
-    the device runs it (edge.embed.FeatureNet, one thread), cached."""
+    the device runs it (edge.vision.embed.FeatureNet, one thread), cached."""
     from tqdm import tqdm
 
-    from edge.bundle import load_bundle
-    from edge.embed import FeatureNet
+    from edge.vision.bundle import load_bundle
+    from edge.vision.embed import FeatureNet
 
     bundle = load_bundle(bundle_path)
     size = bundle.input_size[0]

@@ -31,7 +31,7 @@ def _unit(x):
 
 def cosine_scorer(s: LFWSet, flips: bool):
     """1 - cos, or its mean over the 4 mirrored combinations (one product of the mean
-    unit vectors): what edge.match.DistanceMatcher computes."""
+    unit vectors): what edge.vision.match.DistanceMatcher computes."""
     u = _unit(np.nan_to_num(s.feats))
     if flips:
         u = 0.5 * (u + _unit(np.nan_to_num(s.flips)))

@@ -5,7 +5,7 @@ person is not in that fold (the nine other folds' people and the 1,468 in no fol
 holds out some of those people for early stopping (never trained on), trains ModelNet with
 `converter.train.Trainer` on the rest and returns the device's pair score: z of the pair
 (BioMetricNet-1), or the mean z over the 4 original/mirrored combinations (BioMetricNet-M,
-what `edge.match.ModelNetMatcher(flips=True)` computes). The fold's own people are never
+what `edge.vision.match.ModelNetMatcher(flips=True)` computes). The fold's own people are never
 seen: neither in training nor in validation.
 
 Most LFW people (4,069 of 5,749) have a single photo. `BatchSampler` leaves them out of

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Bundle, load_bundle, write_bundle
+from edge.vision.bundle import Bundle, load_bundle, write_bundle
 
 from .calibrate import TABLE_FARS, far_table
 from .lfw import lfw_features, view2
@@ -42,7 +42,7 @@ def bundle_scorers(bundle: Bundle, s) -> list[Method]:
             return fit
         return [Method("L2", l2(False)), Method("L2-M", l2(True))]
     if kind == "modelnet":
-        from edge.match import ModelNet
+        from edge.vision.match import ModelNet
 
         net = ModelNet.from_npz(bundle.model_path("matcher", "weights"), bundle.matcher["encoding"])
         f, ff = np.nan_to_num(s.feats), np.nan_to_num(s.flips)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import sha256_file
+from edge.vision.bundle import sha256_file
 from edge.errors import DoorlockError
 
 from .torch_reader import frozen_batchnorm, read_state_dict
@@ -207,12 +207,12 @@ def _lfw_photos(lfw: Path, count: int, seed: int) -> list[Path]:
 
 
 def real_patches(lfw: Path, count: int, seed: int = 0, detector=None) -> dict[float, list[np.ndarray]]:
-    """{scale: [80x80 BGR patch]} cut exactly as the device cuts them (edge.pad.crop_patch,
+    """{scale: [80x80 BGR patch]} cut exactly as the device cuts them (edge.kiosk.pad.crop_patch,
     BlazeFace box) from `count` LFW photos of different people (one each)."""
     import cv2
 
-    from edge.detect import FaceDetector
-    from edge.pad import crop_patch
+    from edge.vision.detect import FaceDetector
+    from edge.kiosk.pad import crop_patch
 
     detector = detector or FaceDetector("short", min_score=0.6, min_face_px=30, num_threads=2)
     out: dict[float, list[np.ndarray]] = {s: [] for _, s in MODELS.values()}
@@ -237,10 +237,10 @@ def attack_patches(count: int, seed: int = 0, detector=None) -> dict[float, list
     not from the photos the tests attack with), so calibration also sees the fake side."""
     import cv2
 
-    from edge.attacks import attack_frames
-    from edge.demo import sample_face_photo
-    from edge.detect import FaceDetector
-    from edge.pad import crop_patch
+    from edge.tools.attacks import attack_frames
+    from edge.tools.demo import sample_face_photo
+    from edge.vision.detect import FaceDetector
+    from edge.kiosk.pad import crop_patch
 
     detector = detector or FaceDetector("short", min_score=0.6, min_face_px=30, num_threads=2)
     photo = sample_face_photo()
@@ -264,7 +264,7 @@ def build_pad_bundle(weights: Path, lfw: Path, out: Path, calib: int = 200, held
                      attacks: int = 24, seed: int = 0, command: str = "", log=print) -> dict:
     """Both models -> float + int8 TFLite -> `out` (two .tflite + metadata.json with
     sha256); returns the metadata, with parity measured on held-out LFW patches."""
-    from edge.pad import BOX_SCALE, MANIFEST, THRESHOLD, PadModel
+    from edge.kiosk.pad import BOX_SCALE, MANIFEST, THRESHOLD, PadModel
 
     from .build import _quiet
     from .export import check_int8_graph, to_float_tflite, to_int8_tflite

@@ -6,14 +6,14 @@ probability 0.8 between them while training), and the KL loss pushes z of matchi
 towards N(mu_m, s^2 I) and z of non-matching pairs towards N(mu_n, s^2 I) (by default
 m = 1, N(0, 1) and N(40, 1)): lower z means more alike.
 
-Pair encodings (the device mirrors each one in `edge.match.ModelNet.encode`):
+Pair encodings (the device mirrors each one in `edge.vision.match.ModelNet.encode`):
 - `concat`     [f1, f2]                      the patent's form; order-dependent.
 - `symmetric`  [(f1 - f2)^2, f1 * f2]        order-free (element-wise).
 - `unitsym`    symmetric on unit-length features u = f / ||f||: the two halves sum to
                ||u1 - u2||^2 = 2 - 2 cos and to cos, so the first layer can express the
                cosine and L2 rules exactly and learns where to depart from them.
 All three are linear in the gallery feature once the probe is fixed, which lets the device
-precompute the gallery's share of the first layer (see edge/match.py):
+precompute the gallery's share of the first layer (see edge/vision/match.py):
   concat:    [f_p; f_g] W = f_p W_a + f_g W_b
   symmetric: [(f_p - f_g)^2; f_p*f_g] W = f_p^2 W_a + f_g^2 W_a + (f_p*f_g)(W_b - 2 W_a)
   unitsym:   as symmetric on u_p, u_g (unit length, so u_p^2 W_a and u_g^2 W_a are still
@@ -265,7 +265,7 @@ def dense_layers(model):
 
 
 def device_weights(model) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(W_i (in, out), b_i)] of the 7 layers as edge.match.ModelNet takes them, with the
+    """[(W_i (in, out), b_i)] of the 7 layers as edge.vision.match.ModelNet takes them, with the
     input standardisation and output scaling folded in (exact):
       ((x - mu) * s) W0 + b0 = x (s[:, None] W0) + (b0 - (mu * s) W0)
       (h W6 + b6 - c) * a    = h (a W6) + a (b6 - c)."""
@@ -428,7 +428,7 @@ class TFLiteZ:
     """z of feature pairs through a ModelNet .tflite file (float or int8), in batches."""
 
     def __init__(self, path, batch: int = 4096, threads: int | None = None):
-        from edge.runtime import TFLiteModel
+        from edge.vision.runtime import TFLiteModel
 
         self.model = TFLiteModel(path, num_threads=threads or os.cpu_count())
         self.batch = batch

@@ -1,7 +1,7 @@
 """Open-set identification on LFW, in NIST FRVT 1:N terms: FNIR at a fixed FPIR.
 
 A gallery of N people holds one photo each (its features and mirrored features, as an
-enrolment stores them); the device's own matcher (edge.match, the bundle's kind and
+enrolment stores them); the device's own matcher (edge.vision.match, the bundle's kind and
 shortlist) scores each probe against all of them.
 - mated probes: the enrolled people's other photos; a miss (FNIR) is a probe whose best
   candidate is someone else or scores above the threshold;
@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from edge.gallery import Gallery
+from edge.vision.gallery import Gallery
 
 from .lfw import LFWSet
 
@@ -48,7 +48,7 @@ def split(s: LFWSet, sizes, seed: int = 0):
 
 def openset(s: LFWSet, bundle, sizes=(100, 1000, 5000), seed: int = 0, fpir: float = 1e-3,
             target_far: float | None = None, log=lambda m: print(m, file=sys.stderr)) -> dict:
-    from edge.match import matcher_from_bundle
+    from edge.vision.match import matcher_from_bundle
 
     found = s.found
     nonmated, order = split(s, sizes, seed)

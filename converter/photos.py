@@ -7,10 +7,10 @@ Two detectors:
   dlib's ResNet, so our numbers compare with its published ones. Needs the `dlib-bin`
   wheel on the desktop (a converter-side dependency only; the device never imports dlib)
   and the landmark model from `face-recognition-models`.
-- `blazeface`: `edge.detect` (BlazeFace) and `edge.align` by BlazeFace's keypoints onto
+- `blazeface`: `edge.vision.detect` (BlazeFace) and `edge.vision.align` by BlazeFace's keypoints onto
   the bundle's template (the device's alignment before the face mesh).
 - `mesh`: the device's own pipeline: BlazeFace, the face mesh's template points
-  (`FaceDetector.refine`, `edge.align.align_detected`), BlazeFace's keypoints where the
+  (`FaceDetector.refine`, `edge.vision.align.align_detected`), BlazeFace's keypoints where the
   mesh is unusable.
 The largest face of a photo is used (`pick="central"`: the face nearest the image's
 centre, for LFW, whose photos are centred on the labelled person: a photo of George W
@@ -53,8 +53,8 @@ class ChipMaker:
             self._hog = dlib.get_frontal_face_detector()
             self._shape = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
         else:
-            from edge.align import DLIB_CHIP_TEMPLATE_150
-            from edge.detect import FaceDetector
+            from edge.vision.align import DLIB_CHIP_TEMPLATE_150
+            from edge.vision.detect import FaceDetector
 
             self._det = FaceDetector("full", min_face_px=20, landmarks=detector == "mesh")
             self._det_short = FaceDetector("short", min_face_px=20, landmarks=detector == "mesh")
@@ -79,7 +79,7 @@ class ChipMaker:
             r = max(rects, key=lambda r: r.width() * r.height())
             shape = self._shape(img, r)
             return np.asarray(self._dlib.get_face_chip(img, shape, size=self.size, padding=0.25))
-        from edge.align import align_detected
+        from edge.vision.align import align_detected
 
         det = self._det
         faces = det.detect(img)

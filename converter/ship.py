@@ -12,7 +12,7 @@
 4. The threshold is the quantile of the out-of-fold non-matching z at the target false
    accept rate (default 1e-3), for BioMetricNet-1 ("value") and BioMetricNet-M
    ("value_flips"); a Gaussian fit of that distribution is recorded beside it.
-5. ModelNet is exported as weights (.npz, W_i (in, out) and b_i, what edge/match.py runs),
+5. ModelNet is exported as weights (.npz, W_i (in, out) and b_i, what edge/vision/match.py runs),
    float32 TFLite and full-int8 TFLite (calibrated on real feature pairs, checked for
    float tensors and Edge TPU ops), and the bundle is rewritten atomically with the
    FeatureNet files unchanged.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Bundle, load_bundle, write_bundle
+from edge.vision.bundle import Bundle, load_bundle, write_bundle
 from edge.errors import DoorlockError
 
 from .features import FeatureSet

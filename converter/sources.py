@@ -26,7 +26,7 @@ class Source:
     arch: str
     architecture: str
     size: int
-    template: np.ndarray            # (5, 2) in edge.align.LANDMARKS5 order
+    template: np.ndarray            # (5, 2) in edge.vision.align.LANDMARKS5 order
     template_source: str
     normalisation: dict
     output: str
@@ -40,13 +40,13 @@ class Source:
 
 
 def _sha(path: Path) -> str:
-    from edge.bundle import sha256_file
+    from edge.vision.bundle import sha256_file
 
     return sha256_file(path)
 
 
 def dlib_source(weights: Path | None = None) -> Source:
-    from edge.align import DLIB_CHIP_TEMPLATE_150
+    from edge.vision.align import DLIB_CHIP_TEMPLATE_150
 
     from .dlib_reader import default_weights_path, read_face_resnet
     from .featurenet import EMBEDDING_DIM, INPUT_SIZE, build_featurenet
@@ -74,7 +74,7 @@ def dlib_source(weights: Path | None = None) -> Source:
 
 
 def mobilefacenet_source(weights: Path | None = None) -> Source:
-    from edge.align import ARCFACE_TEMPLATE_112
+    from edge.vision.align import ARCFACE_TEMPLATE_112
 
     from .mobilefacenet import EMBEDDING_DIM, INPUT_SIZE, MEAN_RGB, STD_RGB, load_mobilefacenet
 

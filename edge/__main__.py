@@ -40,7 +40,7 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .errors import DoorlockError  # noqa: E402
+from edge.errors import DoorlockError  # noqa: E402
 
 log = logging.getLogger("doorlock")
 
@@ -63,16 +63,16 @@ def _summary(stats, relay_pulses: int) -> str:
 
 
 def cmd_run(args) -> int:
-    from .app import build_kiosk, close_kiosk, load_models, make_audit, make_relay, open_source
-    from .config import config_from_dict, load_config
-    from .lock import fail_secure
+    from edge.app import build_kiosk, close_kiosk, load_models, make_audit, make_relay, open_source
+    from edge.config import config_from_dict, load_config
+    from edge.door.relay import fail_secure
 
     demo = args.config is None
     workdir = None
     if demo:
-        from .app import gallery_file
-        from .demo import SAMPLE_NAME, sample_face_photo, write_sample_video
-        from .enrol import enrol_face
+        from edge.app import gallery_file
+        from edge.tools.demo import SAMPLE_NAME, sample_face_photo, write_sample_video
+        from edge.enrolment.enrol import enrol_face
 
         if args.gallery:
             raise DoorlockError(_DEMO_OWN_DATA.format(what="--gallery"))
@@ -166,13 +166,13 @@ def _demo_keeps_its_own_data(demo_cfg, cfg):
 
 
 def _serve_systemd(cfg, parts, kiosk):
-    """systemd integration (edge/watchdog.py): WATCHDOG=1 after each healthy frame (a frame
+    """systemd integration (edge/service/watchdog.py): WATCHDOG=1 after each healthy frame (a frame
     listener), the gallery reloaded on SIGHUP between frames, READY=1 now."""
     import copy
 
-    from .app import gallery_file
-    from .gallery import featurenet_fingerprint, load_gallery
-    from .watchdog import GalleryReloader, Notifier, Watchdog
+    from edge.app import gallery_file
+    from edge.vision.gallery import featurenet_fingerprint, load_gallery
+    from edge.service.watchdog import GalleryReloader, Notifier, Watchdog
 
     notifier = Notifier()
     s = kiosk.stats
@@ -208,12 +208,12 @@ def cmd_enrol(args) -> int:
         return cmd_enrol_stick(args)
     if not args.name or not args.photo:
         raise DoorlockError("enrol needs --name and --photo (or --from PATH for a USB stick)")
-    from .names import check_name  # a stick's rule for names (NFC, visible, 64 characters)
+    from edge.enrolment.names import check_name  # a stick's rule for names (NFC, visible, 64 characters)
     args.name = check_name(args.name, "--name")
-    from .app import gallery_file, load_models
-    from .config import config_from_dict, load_config
-    from .enrol import EnrolError, enrol_face, read_enrol_photo
-    from .gallery import Gallery, GalleryError, featurenet_fingerprint, gallery_lock, load_gallery
+    from edge.app import gallery_file, load_models
+    from edge.config import config_from_dict, load_config
+    from edge.enrolment.enrol import EnrolError, enrol_face, read_enrol_photo
+    from edge.vision.gallery import Gallery, GalleryError, featurenet_fingerprint, gallery_lock, load_gallery
 
     cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
     if args.bundle:
@@ -240,7 +240,7 @@ def cmd_enrol(args) -> int:
             if gpath.exists():
                 raise
             gallery = Gallery(fp, parts.featurenet.dim, bundle_sha256=parts.bundle.metadata_sha256)
-        from .names import same_person  # one person however the name is cased or spelt
+        from edge.enrolment.names import same_person  # one person however the name is cased or spelt
 
         for other in same_person(gallery.names, args.name):
             if other != args.name:
@@ -259,13 +259,13 @@ def cmd_enrol(args) -> int:
 def cmd_enrol_stick(args) -> int:
     """Enrolment from a USB stick: exit 0 when the gallery changed, 3 when the stick was
     applied but changed nothing (every photo rejected), 2 when the stick was refused."""
-    from .app import gallery_file, load_models
-    from .config import config_from_dict, load_config
-    from .enrol import enrol_face
-    from .fsutil import atomic_write_bytes
-    from .gallery import featurenet_fingerprint
-    from .keys import load_key
-    from .stick import Stick, enrol_from_stick, put_report
+    from edge.app import gallery_file, load_models
+    from edge.config import config_from_dict, load_config
+    from edge.enrolment.enrol import enrol_face
+    from edge.service.fsutil import atomic_write_bytes
+    from edge.vision.gallery import featurenet_fingerprint
+    from edge.enrolment.keys import load_key
+    from edge.enrolment.stick import Stick, enrol_from_stick, put_report
 
     if args.copy_report:  # the service's second step: the stick is now mounted read-write
         try:
@@ -313,7 +313,7 @@ def cmd_enrol_stick(args) -> int:
 
 
 def cmd_keygen(args) -> int:
-    from .keys import key_id, write_key
+    from edge.enrolment.keys import key_id, write_key
 
     try:
         key = write_key(args.out, force=args.force)
@@ -332,8 +332,8 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_sign(args) -> int:
-    from .keys import load_key
-    from .stick import MANIFEST, STICK_DIR, sign_stick
+    from edge.enrolment.keys import load_key
+    from edge.enrolment.stick import MANIFEST, STICK_DIR, sign_stick
 
     key = load_key(args.key)
     manifest = sign_stick(args.stick, key)
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:   # tools with the device's packages; keygen and sign need the standard library only
             import importlib
 
-            importlib.import_module(f".{module}", __package__).add_parser(sub)
+            importlib.import_module(f"edge.tools.{module}").add_parser(sub)
         except ImportError as exc:
             _missing_tool(sub, name, what, exc)
     return p

@@ -10,20 +10,20 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from .assets import bundle_path
-from .audit import AuditLog
-from .bundle import Bundle, load_bundle
-from .camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
-from .config import Config
-from .detect import FaceDetector
-from .door import Door
-from .embed import FeatureNet
-from .gallery import Gallery, featurenet_fingerprint, load_gallery
-from .kiosk import Kiosk
-from .lock import DoorRelay, open_relay
-from .match import matcher_from_bundle
-from .schedule import AccessHoursGate
-from .screen import Screen, open_screen
+from edge.assets import bundle_path
+from edge.service.audit import AuditLog
+from edge.vision.bundle import Bundle, load_bundle
+from edge.vision.camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
+from edge.config import Config
+from edge.vision.detect import FaceDetector
+from edge.door.door import Door
+from edge.vision.embed import FeatureNet
+from edge.vision.gallery import Gallery, featurenet_fingerprint, load_gallery
+from edge.kiosk.loop import Kiosk
+from edge.door.relay import DoorRelay, open_relay
+from edge.vision.match import matcher_from_bundle
+from edge.kiosk.schedule import AccessHoursGate
+from edge.screen.screen import Screen, open_screen
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,13 @@ def make_mqtt(cfg: Config, kiosk: Kiosk, parts: Parts, audit: AuditLog | None):
     m = cfg.mqtt
     if not m.enabled:
         return None
-    from . import __version__
-    from .ha_discovery import topics
-    from .mqtt import MqttPublisher
+    from edge import __version__
+    from edge.building.ha_discovery import topics
+    from edge.building.mqtt import MqttPublisher
 
     door, remote = kiosk.door, None
     if m.remote_unlock:
-        from .remote_unlock import RemoteUnlock, load_command_key
+        from edge.building.remote_unlock import RemoteUnlock, load_command_key
 
         key = load_command_key(m.hmac_key_file) if m.hmac_key_file else None
         remote = RemoteUnlock(door, audit, topics(m).base, max_unlocks=m.remote_unlock_max,
@@ -152,7 +152,7 @@ def make_wiegand(cfg: Config, relay: DoorRelay, parts: Parts, audit: AuditLog | 
     w = cfg.wiegand
     if not w.enabled or audit is None:
         return None
-    from .wiegand import CardSender, WiegandOutput
+    from edge.building.wiegand import CardSender, WiegandOutput
 
     output = WiegandOutput(w.data0_pin, w.data1_pin, w.bits, w.facility, w.pulse_us, w.interval_ms,
                            w.active_high, pin_factory=relay.pin_factory)
@@ -187,11 +187,11 @@ def make_liveness_gates(cfg: Config) -> list:
     lv = cfg.liveness
     if lv.strictness == "off":
         return []
-    from .liveness import LivenessGate
+    from edge.kiosk.liveness import LivenessGate
 
     pad = None
     if lv.pad == "minifasnet":
-        from .pad import TexturePad
+        from edge.kiosk.pad import TexturePad
 
         pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
     return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad)]
@@ -239,7 +239,7 @@ def install_gallery(cfg: Config) -> str:
     door locked, until the first stick), or the installed bundle recorded as the one the
     gallery trusts. Only the installer re-pins: an edited bundle is refused everywhere else.
     A bundle with another FeatureNet is refused here too (the vectors would be meaningless)."""
-    from .gallery import gallery_lock
+    from edge.vision.gallery import gallery_lock
 
     path = gallery_file(cfg.recognition.gallery)
     bundle = load_bundle(bundle_path(cfg.recognition.bundle))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from .errors import DoorlockError
+from edge.errors import DoorlockError
 
 DEFAULT_BUNDLE = "default"  # recognition.bundle's name for the packaged bundle
 

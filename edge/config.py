@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import DoorlockError
-from .lock import BCM_PINS, MAX_PULSE_S
-from .untrusted import TomlLimitError, load_toml, one_line, quote
+from edge.errors import DoorlockError
+from edge.door.relay import BCM_PINS, MAX_PULSE_S
+from edge.service.untrusted import TomlLimitError, load_toml, one_line, quote
 
 DEFAULT_CONFIG_PATH = Path("/etc/doorlock/doorlock.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,7 +88,7 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class DoorConfig:
-    """Door I/O beside the relay (edge/door.py). Pins unset: not wired."""
+    """Door I/O beside the relay (edge/door/door.py). Pins unset: not wired."""
 
     exit_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
     exit_contact: str = _key("NO", "choice", choices=("NO", "NC"))
@@ -115,7 +115,7 @@ class DoorConfig:
 
 @dataclass(frozen=True)
 class AccessConfig:
-    """Access hours (edge/schedule.py); a person's own hours come from the gallery."""
+    """Access hours (edge/kiosk/schedule.py); a person's own hours come from the gallery."""
 
     timezone: str = _key("local", "str")
     door_hours: tuple = _key((), "strlist")
@@ -124,7 +124,7 @@ class AccessConfig:
 
 @dataclass(frozen=True)
 class ScreenConfig:
-    """The kiosk screen (edge/screen.py)."""
+    """The kiosk screen (edge/screen/screen.py)."""
 
     mode: str = _key("none", "choice", choices=("none", "pygame", "file"))
     path: str = _key("/var/lib/doorlock/kiosk/screen.avi", "str")
@@ -139,18 +139,18 @@ class ScreenConfig:
 
 @dataclass(frozen=True)
 class LivenessConfig:
-    """The presentation-attack check (edge/liveness.py)."""
+    """The presentation-attack check (edge/kiosk/liveness.py)."""
 
     strictness: str = _key("normal", "choice", choices=("off", "normal", "strict"))
     window: int = _key(15, "int", lo=9, hi=300)   # judged frames; 9 = LAG + NEED["strict"]
-    # texture PAD (edge/pad.py, MiniFASNet int8): a cue that must pass as well; off by default
+    # texture PAD (edge/kiosk/pad.py, MiniFASNet int8): a cue that must pass as well; off by default
     pad: str = _key("off", "choice", choices=("off", "minifasnet"))
     pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """Events, state and Home Assistant discovery over MQTT (edge/mqtt.py, docs/mqtt.md)."""
+    """Events, state and Home Assistant discovery over MQTT (edge/building/mqtt.py, docs/mqtt.md)."""
 
     enabled: bool = _key(False, "bool")
     host: str = _key("localhost", "str")
@@ -180,7 +180,7 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class WiegandConfig:
-    """Reader output to an access-control panel (edge/wiegand.py, docs/access-panel.md):
+    """Reader output to an access-control panel (edge/building/wiegand.py, docs/access-panel.md):
     a granted person's `card` (gallery info, from the stick) is sent as a Wiegand frame."""
 
     enabled: bool = _key(False, "bool")
@@ -408,8 +408,8 @@ def _check_together(cfg: Config, where: str) -> None:
 
 def _check_door(cfg: Config, where: str) -> None:
     """[door], [access], [screen]: pins used once, input levels, hours, holidays, zone."""
-    from .door import input_level
-    from .schedule import Holidays, HoursError, parse_hours, zone
+    from edge.door.inputs import input_level
+    from edge.kiosk.schedule import Holidays, HoursError, parse_hours, zone
 
     d = cfg.door
     pins = {"relay.pin": cfg.relay.pin}
@@ -423,7 +423,7 @@ def _check_door(cfg: Config, where: str) -> None:
         pins[f"door.{key}"] = pin
     w = cfg.wiegand
     if w.enabled:
-        from .wiegand import WiegandError, check_bits, check_facility
+        from edge.building.wiegand import WiegandError, check_bits, check_facility
 
         try:
             check_bits(w.bits)

@@ -180,7 +180,7 @@ class FakeClock:
 
 
 def _frames_camera():
-    from .camera import Camera
+    from edge.vision.camera import Camera
 
     class FramesCamera(Camera):
         """A camera that serves given frames: a list, or one frame `n` times; `hook(i)`
@@ -210,7 +210,7 @@ def _frames_camera():
 
 
 def __getattr__(name: str):
-    """FramesCamera is made on first use: edge.camera needs OpenCV, FakeClock does not."""
+    """FramesCamera is made on first use: edge.vision.camera needs OpenCV, FakeClock does not."""
     if name == "FramesCamera":
         cls = globals()["FramesCamera"] = _frames_camera()
         return cls

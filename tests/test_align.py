@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.align import (ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, LANDMARKS5, align_blazeface, align_detected,
+from edge.vision.align import (ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, LANDMARKS5, align_blazeface, align_detected,
                         align_face, blazeface_points, estimate_similarity, remap_chip, template_points, transform_points)
 
 
@@ -230,7 +230,7 @@ def real_faces(shared, dlib_net):
     """For each real photo with exactly one face for both detectors: the identity, dlib's
     descriptor of dlib's own chip, of our chip by BlazeFace's keypoints (align_blazeface) and
     of the device's chip (the face mesh's points, align_detected)."""
-    from edge.detect import FaceDetector
+    from edge.vision.detect import FaceDetector
 
     det = FaceDetector("short", min_face_px=20)
     rows = []
@@ -312,7 +312,7 @@ def test_remapped_glint_crops_match_dlibs_chips(shared, dlib_net):
     """ArcFace-aligned 112x112 crops remapped onto dlib's chip (remap_chip) vs dlib's own
     chip of the same crop (upscaled 3x so dlib's HOG detector finds the face). dlib fills
     outside the crop with black, which flatters BORDER_CONSTANT here; the border default
-    is chosen on real surroundings instead (see edge.align.remap_chip)."""
+    is chosen on real surroundings instead (see edge.vision.align.remap_chip)."""
     crops = [sorted(d.glob("*.jpg"))[0] for d in sorted(shared("data", "faces", "glint_celebs").iterdir())
              if d.is_dir() and any(d.glob("*.jpg"))]
     cos, resized = [], []

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import audit as audit_mod
-from edge.audit import AuditLog, read_records
+from edge.service import audit as audit_mod
+from edge.service.audit import AuditLog, read_records
 from edge.errors import DoorlockError
 
 

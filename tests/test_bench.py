@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from edge.__main__ import main
-from edge.bench import (HAMILTON_TRUTH, MODELNET_SIZES, Truth, identity_counts,
-                        random_modelnet_matcher, scaled_gallery)
-from edge.gallery import Gallery
+from edge.tools.bench import HAMILTON_TRUTH, MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
+from edge.tools.measure import Truth, identity_counts
+from edge.vision.gallery import Gallery
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("read", "detect", "align", "embed", "match", "audit")
@@ -192,7 +192,7 @@ def test_scaled_gallery_keeps_the_real_people_and_never_matches_them():
 def test_each_runs_peak_memory_is_its_own():
     """The peer runs after doorlock in the same process: its peak RSS must not be the one an
     earlier, bigger run left (which gave a negative 'RSS added')."""
-    from edge.bench import peak_rss_mb, reset_peak_rss
+    from edge.tools.measure import peak_rss_mb, reset_peak_rss
 
     big = np.ones(40_000_000)          # 320 MB, touched
     high = peak_rss_mb()

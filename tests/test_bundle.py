@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import shipped_bundle
-from edge.bundle import METADATA, SCHEMA_VERSION, BundleError, load_bundle, write_bundle
+from edge.vision.bundle import METADATA, SCHEMA_VERSION, BundleError, load_bundle, write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

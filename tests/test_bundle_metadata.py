@@ -1,4 +1,4 @@
-"""The bundle's metadata is checked like code (edge/bundle_check.py): edits that would let
+"""The bundle's metadata is checked like code (edge/vision/bundle_check.py): edits that would let
 strangers in, and mistyped fields, are refused in one line when the bundle loads; a
 threshold override laxer than the calibration reaches is refused too."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import shipped_bundle
-from edge.bundle import BundleError, load_bundle
-from edge.match import matcher_from_bundle
+from edge.vision.bundle import BundleError, load_bundle
+from edge.vision.match import matcher_from_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import pytest
 
 from edge.app import install_gallery, load_models
 from edge.assets import bundle_path
-from edge.bundle import load_bundle
+from edge.vision.bundle import load_bundle
 from edge.config import config_from_dict
-from edge.gallery import Gallery, GalleryError, featurenet_fingerprint, load_gallery
+from edge.vision.gallery import Gallery, GalleryError, featurenet_fingerprint, load_gallery
 
 
 @pytest.fixture

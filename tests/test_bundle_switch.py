@@ -9,7 +9,7 @@ import pytest
 from conftest import shipped_bundle
 from edge.app import load_models
 from edge.config import config_from_dict
-from edge.gallery import Gallery, GalleryError, featurenet_fingerprint
+from edge.vision.gallery import Gallery, GalleryError, featurenet_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,8 @@ def _cfg(bundle, gallery):
 
 @pytest.mark.parametrize("name, size", [("default", 112), ("dlib", 150)])
 def test_each_bundle_sets_the_chip_and_template_it_was_trained_on(name, size, tmp_path):
-    from edge.demo import SAMPLE_NAME, sample_face_photo
-    from edge.enrol import enrol_face
+    from edge.tools.demo import SAMPLE_NAME, sample_face_photo
+    from edge.enrolment.enrol import enrol_face
 
     parts = load_models(_cfg(name, tmp_path / "g.npz"), empty_gallery=True)
     assert parts.featurenet.size == (size, size)
@@ -36,7 +36,7 @@ def test_each_bundle_sets_the_chip_and_template_it_was_trained_on(name, size, tm
 
 @pytest.mark.parametrize("enrolled_with, loaded_with", [("dlib", "default"), ("default", "dlib")])
 def test_a_gallery_of_the_other_featurenet_is_refused_with_the_way_back(enrolled_with, loaded_with, tmp_path):
-    from edge.bundle import load_bundle
+    from edge.vision.bundle import load_bundle
 
     other = load_bundle(shipped_bundle(enrolled_with))
     g = Gallery(featurenet_fingerprint(other), 128)

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import camera
-from edge.camera import (Camera, PiCamera, ReconnectingCamera, USBCamera, VideoFileCamera,
+from edge.vision import camera
+from edge.vision.camera import (Camera, PiCamera, ReconnectingCamera, USBCamera, VideoFileCamera,
                          open_camera)
 from edge.errors import DoorlockError
 
@@ -250,7 +250,7 @@ def test_reconnecting_camera_backoff_and_recovery(caplog):
     cam = ReconnectingCamera(factory, backoff_initial=0.5, backoff_max=1.5,
                              clock=ft.clock, sleep=ft.sleep, poll_s=0.1)
     frames = []
-    with caplog.at_level(logging.WARNING, logger="edge.camera"):
+    with caplog.at_level(logging.WARNING, logger="edge.vision.camera"):
         for _ in range(200):
             frames.append(cam.read())
             if len(opens) == 5 and frames[-1] is None and made[-1].good == 0:

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import detect
+from edge.vision import detect
 from edge.assets import mediapipe_dir
-from edge.detect import KEYPOINT_NAMES, Face, FaceDetector, largest_face, plain_nms, ssd_anchors, weighted_nms
+from edge.vision.detect import KEYPOINT_NAMES, Face, FaceDetector, largest_face, plain_nms, ssd_anchors, weighted_nms
 from edge.errors import DoorlockError
 
 
@@ -207,7 +207,7 @@ def test_models_are_packaged_and_never_looked_up_elsewhere(monkeypatch):
         raise AssertionError(f"find_spec({name!r})")
 
     monkeypatch.setattr(importlib.util, "find_spec", no_lookup)
-    assert mediapipe_dir() == Path(detect.__file__).parent / "models" / "mediapipe"
+    assert mediapipe_dir() == Path(detect.__file__).parents[1] / "models" / "mediapipe"
     for model in ("short", "full"):
         assert FaceDetector(model).name == model
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.audit import AuditLog, read_records
+from edge.service.audit import AuditLog, read_records
 from edge.config import config_from_dict
-from edge.door import Door, input_level
+from edge.door.door import Door
+from edge.door.inputs import input_level
 from edge.errors import DoorlockError
-from edge.lock import DoorRelay
+from edge.door.relay import DoorRelay
 from edge.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -421,9 +422,9 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
     """build_kiosk wraps the relay in a Door on the relay's (simulated) pin factory: the
     exit button works, refusals lock the door out, the lockout refuses a recognised face."""
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.camera import Camera
-    from edge.lock import simulated_relay
-    from edge.match import Match
+    from edge.vision.camera import Camera
+    from edge.door.relay import simulated_relay
+    from edge.vision.match import Match
 
     cfg = config_from_dict({
         "recognition": {"bundle": str(REPO / "edge" / "models" / "default"), "consecutive_frames": 2},

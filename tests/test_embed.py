@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.embed as embed
+import edge.vision.embed as embed
 from conftest import shipped_bundle
-from edge.bundle import load_bundle
+from edge.vision.bundle import load_bundle
 from edge.errors import DoorlockError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_edgetpu_required_but_absent_is_an_error(bundle, monkeypatch):
 def test_int8_and_float_agree_on_a_real_chip(bundle, shared):
     import cv2
 
-    from edge.align import ARCFACE_TEMPLATE_112, remap_chip
+    from edge.vision.align import ARCFACE_TEMPLATE_112, remap_chip
 
     crops = sorted(shared("data", "faces", "glint_celebs").glob("*/*.jpg"))[:5]
     q, f = embed.FeatureNet(bundle, "int8"), embed.FeatureNet(bundle, "float")
@@ -88,7 +88,7 @@ def test_wrong_chip_size_is_refused(bundle):
 
 
 def test_the_device_side_never_imports_tensorflow_or_the_converter():
-    code = ("import sys, edge.app, edge.kiosk, edge.__main__, edge.enrol, edge.demo;"
+    code = ("import sys, edge.app, edge.kiosk.loop, edge.__main__, edge.enrolment.enrol, edge.tools.demo;"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'converter')];"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

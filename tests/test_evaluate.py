@@ -64,7 +64,7 @@ def test_identity_fold_report(small_glint, tmp_path):
 def modelnet_bundle(small_glint, tmp_path_factory):
     """models/dlib's FeatureNet (the features small_glint holds) plus a quickly trained ModelNet."""
     from converter.ship import add_modelnet
-    from edge.bundle import load_bundle
+    from edge.vision.bundle import load_bundle
 
     repo_bundle = __import__("pathlib").Path(__file__).resolve().parents[1] / "models/dlib"
     if not (repo_bundle / "metadata.json").is_file():
@@ -76,8 +76,8 @@ def modelnet_bundle(small_glint, tmp_path_factory):
 
 
 def test_bundle_gets_a_calibrated_modelnet_the_device_runs(modelnet_bundle, small_glint):
-    from edge.gallery import Gallery
-    from edge.match import matcher_from_bundle
+    from edge.vision.gallery import Gallery
+    from edge.vision.match import matcher_from_bundle
 
     b = modelnet_bundle
     assert b.matcher["kind"] == "modelnet" and b.matcher["encoding"] == "symmetric"

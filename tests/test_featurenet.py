@@ -115,7 +115,7 @@ def test_tflite_exports_keep_the_descriptor(real_chips, keras_featurenet, tmp_pa
     """float TFLite == Keras; full-int8 (calibrated on other real faces) stays close and
     maps to the Edge TPU: int8 in/out, no float tensor, no unsupported op."""
     from converter.export import check_int8_graph, to_float_tflite, to_int8_tflite
-    from edge.runtime import TFLiteModel
+    from edge.vision.runtime import TFLiteModel
 
     calib, held = real_chips[::2], real_chips[1::2]
     fpath, qpath = tmp_path / "f.tflite", tmp_path / "q.tflite"

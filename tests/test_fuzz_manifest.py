@@ -21,11 +21,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import keys, stick
+from edge.enrolment import keys
+
+from edge.enrolment import stick
 from edge.config import load_config
 from edge.errors import DoorlockError
-from edge.gallery import Gallery
-from edge.stick import MAC_DOMAIN, SIGN_MARKER, authenticate, enrol_from_stick, sign_stick
+from edge.vision.gallery import Gallery
+from edge.enrolment.stick import MAC_DOMAIN, SIGN_MARKER, authenticate, enrol_from_stick, sign_stick
 
 SEED = 17
 CASES = 300            # through the door, each with files and the gallery lock

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import shipped_bundle
-from edge.bundle import load_bundle
+from edge.vision.bundle import load_bundle
 from edge.errors import DoorlockError
-from edge.match import matcher_from_bundle
+from edge.vision.match import matcher_from_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = 150

@@ -1,4 +1,4 @@
-"""The gallery store (edge/gallery.py): atomic saves, mode 0600, checksums, the previous
+"""The gallery store (edge/vision/gallery.py): atomic saves, mode 0600, checksums, the previous
 generation kept for recovery, and power loss simulated by killing the writer at every
 step of a save (and at random moments): the old or the new gallery always loads."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.gallery import (Gallery, GalleryError, gallery_lock, load_gallery, previous_generation)
+from edge.vision.gallery import (Gallery, GalleryError, gallery_lock, load_gallery, previous_generation)
 
 REPO = Path(__file__).resolve().parents[1]
 D = 128
@@ -166,7 +166,7 @@ def test_lock_is_exclusive_and_clears_what_a_killed_writer_left(tmp_path):
 WRITER = r"""
 import os, signal, sys
 import numpy as np
-import edge.gallery as gallery
+import edge.vision.gallery as gallery
 path, mode = sys.argv[1], sys.argv[2]
 
 def make(names, seed):

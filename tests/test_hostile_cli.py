@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 
 from conftest import jpeg_declaring
-from edge import gallery as gallery_mod
-from edge import keys
+from edge.vision import gallery as gallery_mod
+from edge.enrolment import keys
 from edge.__main__ import main
 from edge.assets import bundle_path
-from edge.audit import AuditLog
+from edge.service.audit import AuditLog
 from edge.config import config_from_dict
 from edge.errors import DoorlockError
-from edge.stick import sign_stick
+from edge.enrolment.stick import sign_stick
 
 REPO = Path(__file__).resolve().parents[1]
 # The bundle the commands use by default (the subprocess tests pass none), from the config
@@ -59,7 +59,7 @@ def one_line_error(stderr: str, *words) -> str:
 
 @pytest.fixture(scope="module")
 def face_jpeg(tmp_path_factory) -> Path:
-    from edge.demo import sample_face_photo
+    from edge.tools.demo import sample_face_photo
 
     path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(sample_face_photo(), cv2.COLOR_RGB2BGR))
@@ -169,7 +169,7 @@ def test_enrol_name_is_one_person_however_it_is_cased_or_composed(tmp_path, face
 
 
 def test_photo_checks_match_the_sticks(tmp_path, face_jpeg):
-    from edge.enrol import EnrolError, read_enrol_photo
+    from edge.enrolment.enrol import EnrolError, read_enrol_photo
 
     img = read_enrol_photo(face_jpeg)
     assert img.shape == (512, 512, 3) and img.dtype == np.uint8
@@ -336,7 +336,7 @@ def _try(fn, *a):
 
 def test_kiosk_with_a_fifo_as_audit_log_stops_with_one_line(tmp_path):
     from edge.app import load_models
-    from edge.demo import write_sample_video
+    from edge.tools.demo import write_sample_video
 
     parts = load_models(config_from_dict({"recognition": {"bundle": str(BUNDLE)}}), empty_gallery=True)
     gpath = tmp_path / "gallery.npz"

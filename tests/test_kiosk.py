@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from edge.app import build_kiosk, gallery_file, load_models, open_source
-from edge.bundle import BundleError
-from edge.camera import ReconnectingCamera
+from edge.vision.bundle import BundleError
+from edge.vision.camera import ReconnectingCamera
 from edge.config import config_from_dict
-from edge.enrol import enrol_face, read_photo
-from edge.gallery import Gallery, GalleryError, featurenet_fingerprint
-from edge.lock import fail_secure, simulated_relay
-from edge.match import Match
+from edge.enrolment.enrol import enrol_face, read_photo
+from edge.vision.gallery import Gallery, GalleryError, featurenet_fingerprint
+from edge.door.relay import fail_secure, simulated_relay
+from edge.vision.match import Match
 from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _config(tmp_path, **sections):
 def test_hamilton_clip_end_to_end(parts, hamilton_gallery, shared, tmp_path):
     """Enrol the two photos, run the real clip: correct identities, never a wrong one,
     the relay opened only while an enrolled person is on screen."""
-    from edge.audit import AuditLog
+    from edge.service.audit import AuditLog
 
     clip = shared("data", "video", "short_hamilton_clip.mp4")
     cfg = _config(tmp_path)
@@ -137,7 +137,7 @@ def test_cli_help():
 
 @pytest.fixture(scope="module")
 def astronaut():
-    from edge.demo import sample_face_photo
+    from edge.tools.demo import sample_face_photo
 
     return sample_face_photo()
 
@@ -312,7 +312,7 @@ def test_scripted_identities_need_the_same_person_in_a_row(astronaut_parts, astr
 
 def test_a_gate_refuses_a_recognised_face_with_its_reason(astronaut_parts, astronaut, tmp_path):
     """Gates (liveness, access hours, lockout) sit between recognition and the unlock."""
-    from edge.kiosk import Gate
+    from edge.kiosk.gates import Gate
 
     class NotNow(Gate):
         name = "hours"

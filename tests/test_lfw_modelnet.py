@@ -13,7 +13,7 @@ from converter.lfw_modelnet import (LFWModelNetSettings, cache_key, modelnet_met
 from converter.metrics import roc_curve  # noqa: E402
 from converter.modelnet import ModelNetConfig  # noqa: E402
 from converter.train import TrainConfig  # noqa: E402
-from edge.match import ModelNet  # noqa: E402
+from edge.vision.match import ModelNet  # noqa: E402
 
 
 def synthetic_lfw(people: int = 48, d: int = 128, seed: int = 0) -> LFWSet:

@@ -1,4 +1,4 @@
-"""The presentation-attack check (edge/liveness.py): photos and screens held up to the camera
+"""The presentation-attack check (edge/kiosk/liveness.py): photos and screens held up to the camera
 are refused, a live person on real video is let in; configuration, kiosk wiring, the
 audit log's reason, the blink rule, and the APCER / BPCER evaluation command."""
 
@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.attacks import PLANAR, attack_frames, portrait
+from edge.tools.attacks import PLANAR, attack_frames, portrait
 from edge.config import config_from_dict
-from edge.detect import FaceDetector
+from edge.vision.detect import FaceDetector
 from edge.errors import DoorlockError
-from edge.landmarks import EYE_A, EYE_B, FaceMesh, mesh_model_path
-from edge.liveness import LAG, LivenessGate, blinked, eye_aspect_ratio
+from edge.vision.landmarks import EYE_A, EYE_B, FaceMesh, mesh_model_path
+from edge.kiosk.liveness import LAG, LivenessGate, blinked, eye_aspect_ratio
 from edge.testing import FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def mesh():
 
 @pytest.fixture(scope="module")
 def astronaut():
-    from edge.demo import sample_face_photo
+    from edge.tools.demo import sample_face_photo
 
     return sample_face_photo()
 
@@ -209,9 +209,9 @@ def test_kiosk_refuses_a_print_of_the_enrolled_person_and_logs_why(detector, sha
     photo; a print of that very photo held up is recognised as him, refused by the
     liveness gate every time (the reason in the audit log), and the door stays shut."""
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.audit import AuditLog
-    from edge.enrol import enrol_face, read_photo
-    from edge.lock import simulated_relay
+    from edge.service.audit import AuditLog
+    from edge.enrolment.enrol import enrol_face, read_photo
+    from edge.door.relay import simulated_relay
 
     cfg = config_from_dict({"recognition": {"bundle": str(BUNDLE), "gallery": str(tmp_path / "g.npz")},
                             "relay": {"simulated": True}, "audit": {"path": str(tmp_path / "a.jsonl")}}, "t")

@@ -4,7 +4,7 @@ already latched live)."""
 
 import pytest
 
-from edge.liveness import LivenessGate
+from edge.kiosk.liveness import LivenessGate
 
 
 def _make_live(g, start):

@@ -13,9 +13,9 @@ import pytest
 from gpiozero.exc import BadPinFactory
 from gpiozero.pins.mock import MockFactory
 
-from edge import lock
+from edge.door import relay as lock
 from edge.errors import DoorlockError
-from edge.lock import (MAX_PULSE_S, DoorRelay, fail_secure, install_signal_handlers, open_relay,
+from edge.door.relay import (MAX_PULSE_S, DoorRelay, fail_secure, install_signal_handlers, open_relay,
                        simulated_relay)
 from edge.testing import FakeClock
 
@@ -188,7 +188,7 @@ def test_signal_handler_in_process():
 CHILD = textwrap.dedent("""
     import atexit, sys, time
     sys.path.insert(0, {repo!r})
-    from edge.lock import simulated_relay, install_signal_handlers
+    from edge.door.relay import simulated_relay, install_signal_handlers
     relay = simulated_relay(17, active_high=False, pulse_s=5.0)
     pin = relay.pin_factory.pin(17)
     atexit.register(lambda: open({out!r}, "w").write(f"{{pin.state}} {{relay.is_open}}"))

@@ -4,8 +4,8 @@ layer gives the same z as the unsplit ModelNet; decisions follow the threshold."
 import numpy as np
 import pytest
 
-from edge.gallery import Gallery, GalleryError, load_gallery
-from edge.match import DistanceMatcher, ModelNet, ModelNetMatcher
+from edge.vision.gallery import Gallery, GalleryError, load_gallery
+from edge.vision.match import DistanceMatcher, ModelNet, ModelNetMatcher
 
 D = 128
 
@@ -149,8 +149,8 @@ def test_each_mode_decides_at_its_own_calibrated_threshold():
     device applies the one of the mode it runs, and an override beats both."""
     from pathlib import Path
 
-    from edge.bundle import load_bundle
-    from edge.match import matcher_from_bundle
+    from edge.vision.bundle import load_bundle
+    from edge.vision.match import matcher_from_bundle
 
     b = load_bundle(Path(__file__).resolve().parents[1] / "models" / "dlib")
     t = b.threshold

@@ -8,7 +8,7 @@ import pytest
 from converter.minifasnet import (MODELS, REAL_CLASS, STAGES, MiniFASNetFormatError, build_minifasnet,
                                   reference_forward)
 from converter.torch_reader import read_state_dict
-from edge.bundle import sha256_file
+from edge.vision.bundle import sha256_file
 
 from conftest import shared_path
 
@@ -139,7 +139,7 @@ def test_keras_minifasnet_equals_a_numpy_reading_of_the_weights(key, state_dicts
 
 
 def test_the_committed_int8_models_agree_with_float(keras_models, patches, state_dicts):
-    from edge.pad import DEFAULT_DIR, PadModel, load_manifest
+    from edge.kiosk.pad import DEFAULT_DIR, PadModel, load_manifest
 
     meta = load_manifest(DEFAULT_DIR)
     assert meta["output"]["real_class"] == REAL_CLASS

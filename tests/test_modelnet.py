@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 from converter.modelnet import (ENCODINGS, ModelNetConfig, TFLiteZ, build_modelnet, device_weights,  # noqa: E402
                                 encode_np, encoding_stats, export_modelnet, kl_gaussian_closed_form,
                                 kl_loss, modelnet_tflite, numpy_z)
-from edge.match import ModelNet  # noqa: E402
+from edge.vision.match import ModelNet  # noqa: E402
 
 D = 16
 SMALL = (24, 20, 16, 12, 8, 4)

@@ -178,7 +178,7 @@ def publishers():
     made = []
 
     def make(m, **kw):
-        from edge.mqtt import MqttPublisher
+        from edge.building.mqtt import MqttPublisher
 
         kw.setdefault("max_backoff_s", 0.5)   # the test's outage is short (see the test)
         kw.setdefault("poll_s", 0.1)
@@ -247,7 +247,7 @@ def test_retained_state_and_the_will_survive_restarts(broker, subscribers, publi
     assert late.json_on("doorlock/front/state")[0]["people"] == 7
     assert all(r for t, _, r in late.got)          # they came as retained messages
     # the door itself restarts: online again, and killed without a word, the will
-    code = ("import sys, time; from edge.config import config_from_dict; from edge.mqtt import "
+    code = ("import sys, time; from edge.config import config_from_dict; from edge.building.mqtt import "
             "MqttPublisher; m = config_from_dict({'mqtt': {'enabled': True, 'host': '127.0.0.1', "
             f"'port': {b.port}, 'door_id': 'front'}}}}).mqtt; p = MqttPublisher(m, state_fn=lambda: "
             "{'people': 8}).start(); p.connected.wait(10); print('up', flush=True); time.sleep(60)")
@@ -299,19 +299,19 @@ def test_broker_down_and_back(broker, subscribers, publishers):
 
 
 def test_wrong_credentials_one_clear_line_and_the_door_works_on(broker, publishers, tmp_path, caplog):
-    from edge.audit import AuditLog
-    from edge.lock import simulated_relay
+    from edge.service.audit import AuditLog
+    from edge.door.relay import simulated_relay
 
     b = broker(auth=True)
     pw = tmp_path / "mqtt.pass"
     pw.write_text("not-the-password\n")
     pw.chmod(0o600)
     m = mqtt_cfg(b.port, username="door", password_file=str(pw))
-    caplog.set_level(logging.ERROR, logger="edge.mqtt")
+    caplog.set_level(logging.ERROR, logger="edge.building.mqtt")
     pub = publishers(m)
     audit = AuditLog(tmp_path / "audit.jsonl", listeners=[pub.publish])
     wait_for(lambda: pub.attempts >= 3, what="three refused attempts")
-    lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.building.mqtt"]
     assert len(lines) == 1, lines                  # once, not at every retry
     assert "refused the connection" in lines[0] and "mqtt.password_file" in lines[0]
     assert ("Bad user name or password" in lines[0] or "Not authorized" in lines[0])
@@ -368,10 +368,10 @@ def make_ca(tmp: Path, name: str) -> dict:
 
 
 def test_tls_and_remote_unlock_through_the_broker(broker, subscribers, publishers, tmp_path, caplog):
-    from edge.audit import AuditLog, read_records
-    from edge.door import Door
-    from edge.lock import simulated_relay
-    from edge.remote_unlock import RemoteUnlock, make_command
+    from edge.service.audit import AuditLog, read_records
+    from edge.door.door import Door
+    from edge.door.relay import simulated_relay
+    from edge.building.remote_unlock import RemoteUnlock, make_command
 
     tls = make_ca(tmp_path, "good")
     b = broker(tls=tls, auth=True)
@@ -407,7 +407,7 @@ def test_tls_and_remote_unlock_through_the_broker(broker, subscribers, publisher
             "remote_unlock", "remote_refused", "remote_refused"]
         # a door that does not trust the broker's CA never connects, and says why
         other = make_ca(tmp_path, "other")
-        caplog.set_level(logging.ERROR, logger="edge.mqtt")
+        caplog.set_level(logging.ERROR, logger="edge.building.mqtt")
         wrong = publishers(mqtt_cfg(b.port, door_id="back", tls=True, ca_file=str(other["ca"]),
                                     username="door", password_file=str(pw)))
         wait_for(lambda: wrong.attempts >= 2, what="refused TLS attempts")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.audit import AuditLog, read_records
+from edge.service.audit import AuditLog, read_records
 
 
 # --- the audit log's listeners ---------------------------------------------------------------
@@ -85,8 +85,8 @@ def test_mqtt_config_accepts_secure_remote_unlock_and_is_off_by_default():
 
 # --- what is published ---------------------------------------------------------------------------
 
-from edge.ha_discovery import EVENT_TYPES, discovery_messages, entities, ha_event, topics  # noqa: E402
-from edge.mqtt import MqttPublisher, public_record  # noqa: E402
+from edge.building.ha_discovery import EVENT_TYPES, discovery_messages, entities, ha_event, topics  # noqa: E402
+from edge.building.mqtt import MqttPublisher, public_record  # noqa: E402
 from edge.testing import FakeClock  # noqa: E402
 
 
@@ -350,7 +350,7 @@ def test_discovery_payloads_follow_has_schema(keys, contact):
         lock = ents[("lock", "lock")]
         assert lock["command_topic"] == f"{base}/command" and lock["retain"] is False
         for p in (lock["payload_lock"], lock["payload_unlock"]):
-            from edge.remote_unlock import parse_command
+            from edge.building.remote_unlock import parse_command
             assert parse_command(p.encode())["action"] in ("lock", "unlock")
 
 
@@ -358,9 +358,9 @@ def test_discovery_payloads_follow_has_schema(keys, contact):
 
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
-from edge.door import Door  # noqa: E402
-from edge.lock import DoorRelay  # noqa: E402
-from edge.remote_unlock import (  # noqa: E402
+from edge.door.door import Door  # noqa: E402
+from edge.door.relay import DoorRelay  # noqa: E402
+from edge.building.remote_unlock import (  # noqa: E402
     MAX_COMMAND_BYTES, RemoteUnlock, load_command_key, make_command, write_command_key)
 
 BASE = "doorlock/front"
@@ -515,7 +515,7 @@ def test_a_flood_of_junk_cannot_rotate_the_audit_log_away(rig):
 
 
 def test_command_key_file_and_the_signing_cli(tmp_path, capsys):
-    from edge.remote_unlock import main, parse_command
+    from edge.building.remote_unlock import main, parse_command
 
     path = tmp_path / "command.key"
     assert main(["keygen", "--out", str(path)]) == 0
@@ -544,7 +544,7 @@ def test_mqtt_off_imports_no_paho():
 import sys
 from edge.app import build_kiosk, close_kiosk, load_models
 from edge.config import config_from_dict
-from edge.lock import simulated_relay
+from edge.door.relay import simulated_relay
 from edge.testing import FramesCamera
 import numpy as np
 cfg = config_from_dict({"liveness": {"strictness": "off"}})
@@ -554,7 +554,7 @@ kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), n=3), rel
 kiosk.run()
 close_kiosk(kiosk)
 assert kiosk.mqtt is None
-print("paho" in " ".join(sys.modules), "edge.mqtt" in sys.modules)
+print("paho" in " ".join(sys.modules), "edge.building.mqtt" in sys.modules)
 """
     import subprocess
     import sys
@@ -580,7 +580,7 @@ def test_the_publisher_listens_to_a_wrapped_audit_log_too(tmp_path):
 
 
 def test_secret_and_tls_files_are_one_line_errors_at_start(tmp_path):
-    from edge.mqtt import read_password, tls_context
+    from edge.building.mqtt import read_password, tls_context
 
     with pytest.raises(DoorlockError, match=r"mqtt.password_file .*cannot read it"):
         MqttPublisher(mqtt_cfg(username="door", password_file=str(tmp_path / "none")))

@@ -1,4 +1,4 @@
-"""People's names (edge/names.py): one rule for a stick's manifest and `edge enrol --name`."""
+"""People's names (edge/enrolment/names.py): one rule for a stick's manifest and `edge enrol --name`."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.names import MAX_NAME_CHARS, BadName, check_name, name_key, same_person, shown
+from edge.enrolment.names import MAX_NAME_CHARS, BadName, check_name, name_key, same_person, shown
 
 REPO = Path(__file__).resolve().parents[1]
 NFC = "Jos\u00e9"

@@ -6,7 +6,7 @@ import pytest
 
 from converter.lfw import LFWSet
 from converter.openset import format_openset, openset, openset_runs, split
-from edge.bundle import write_bundle
+from edge.vision.bundle import write_bundle
 
 D = 32
 

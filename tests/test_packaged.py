@@ -10,7 +10,7 @@ import pytest
 
 import edge
 from edge.assets import bundle_path, mediapipe_dir
-from edge.bundle import load_bundle
+from edge.vision.bundle import load_bundle
 
 PKG = Path(edge.__file__).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -73,12 +73,12 @@ def test_requirements_files_are_pyprojects_lists(file, extra):
 
 
 def test_the_kiosk_needs_neither_scikit_image_nor_tqdm():
-    """They are the demo's and the converter's extras: only edge/demo.py imports one (lazily,
+    """They are the demo's and the converter's extras: only edge/tools/demo.py imports one (lazily,
     for the sample photo), and neither is a device dependency."""
     from test_import_rules import imports
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert not [r for r in project["dependencies"] if r.startswith(("scikit-image", "tqdm"))]
-    users = {p.name for p in sorted(PKG.glob("*.py"))
+    users = {p.relative_to(PKG).as_posix() for p in sorted(PKG.rglob("*.py"))
              if any(m.split(".")[0] in ("skimage", "tqdm") for m in imports(p, "edge"))}
-    assert users == {"demo.py"}
+    assert users == {"tools/demo.py"}

@@ -1,4 +1,4 @@
-"""The texture PAD stage (edge/pad.py): the packaged int8 MiniFASNets load and verify, the
+"""The texture PAD stage (edge/kiosk/pad.py): the packaged int8 MiniFASNets load and verify, the
 live person in the real clip scores real, photo-attack clips score fake, patches are cut
 as Silent-Face cuts them (edge boxes slid inside the frame), bad input is one line."""
 
@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.attacks import attack_frames
-from edge.bundle import BundleError
-from edge.detect import FaceDetector
+from edge.tools.attacks import attack_frames
+from edge.vision.bundle import BundleError
+from edge.vision.detect import FaceDetector
 from edge.errors import DoorlockError
-from edge.pad import DEFAULT_DIR, THRESHOLD, TexturePad, crop_patch, patch_window, source_box
+from edge.kiosk.pad import DEFAULT_DIR, THRESHOLD, TexturePad, crop_patch, patch_window, source_box
 
 LIN_SHOT = (83, 211)   # the Hamilton clip's close-up of Lin-Manuel Miranda
 
@@ -67,8 +67,8 @@ def test_the_live_person_in_the_real_clip_scores_real(pad, detector, shared):
 
 @pytest.mark.parametrize("species", ["print", "glossy", "screen"])
 def test_photo_attack_clips_score_fake(pad, detector, shared, species):
-    from edge.enrol import read_photo
-    from edge.liveness_eval import photo_files, pick
+    from edge.enrolment.enrol import read_photo
+    from edge.tools.liveness_eval import photo_files, pick
 
     real = []
     for k, path in enumerate(pick(photo_files(shared("data", "faces").parent.parent), 8)):
@@ -168,7 +168,7 @@ def _allowed(gate, detector, frames):
 
 
 def test_the_liveness_gate_with_pad_needs_the_texture_cue_too(detector, shared, pad):
-    from edge.liveness import LivenessGate
+    from edge.kiosk.liveness import LivenessGate
 
     frames = _lin_frames(shared)
     # the live person: PAD on (the real models) changes nothing, they are let in

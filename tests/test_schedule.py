@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from edge.audit import AuditLog, read_records
+from edge.service.audit import AuditLog, read_records
 from edge.config import config_from_dict
 from edge.errors import DoorlockError
-from edge.gallery import Gallery, load_gallery
-from edge.schedule import (ALWAYS, AccessHoursGate, Holidays, HoursError, local_zone, parse_hours,
+from edge.vision.gallery import Gallery, load_gallery
+from edge.kiosk.schedule import (ALWAYS, AccessHoursGate, Holidays, HoursError, local_zone, parse_hours,
                            parse_window)
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -220,10 +220,10 @@ def test_local_zone_follows_tz(monkeypatch):
 
 def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.camera import Camera
-    from edge.kiosk import Decision
-    from edge.lock import simulated_relay
-    from edge.match import Match
+    from edge.vision.camera import Camera
+    from edge.kiosk.gates import Decision
+    from edge.door.relay import simulated_relay
+    from edge.vision.match import Match
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]

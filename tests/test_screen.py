@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import screen as scr
+from edge.screen import screen as scr
 from edge.config import config_from_dict
-from edge.door import DoorStatus
-from edge.screen import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
+from edge.door.door import DoorStatus
+from edge.screen.screen import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
                          OUTSIDE_HOURS, PROMPTS, WELCOME, Display, Prompter, Renderer, Screen,
                          VideoDisplay, open_screen, render_cost_ms, shown)
 from edge.testing import FakeClock

@@ -1,4 +1,4 @@
-"""Enrolment from a USB stick (edge/stick.py, edge/keys.py): end to end on real photos,
+"""Enrolment from a USB stick (edge/enrolment/stick.py, edge/enrolment/keys.py): end to end on real photos,
 and every hostile stick refused with its reason while the door's gallery stays untouched."""
 
 import errno
@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 
 from conftest import jpeg_declaring
-from edge import keys, stick
+from edge.enrolment import keys
+from edge.enrolment import stick
 from edge.app import load_models
 from edge.config import config_from_dict
-from edge.enrol import enrol_face, read_photo
-from edge.gallery import Gallery, featurenet_fingerprint, load_gallery, previous_generation
-from edge.match import matcher_from_bundle
-from edge.stick import (MAC_DOMAIN, SIGN_MARKER, StickError, enrol_from_stick, image_info,
+from edge.enrolment.enrol import enrol_face, read_photo
+from edge.vision.gallery import Gallery, featurenet_fingerprint, load_gallery, previous_generation
+from edge.vision.match import matcher_from_bundle
+from edge.enrolment.stick import (MAC_DOMAIN, SIGN_MARKER, StickError, enrol_from_stick, image_info,
                         sign_stick)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,7 +444,7 @@ def test_a_signed_replay_reset_recovers_from_a_wrongly_dated_record(tmp_path, do
 
 
 def test_a_card_number_lands_in_the_gallery_info(tmp_path, door, faces):
-    """The person's Wiegand card (edge/wiegand.py) and facility code, kept as the stick has them."""
+    """The person's Wiegand card (edge/building/wiegand.py) and facility code, kept as the stick has them."""
     root = make_stick(tmp_path, {"photos/biden.jpg": faces / "train" / "biden" / "biden.jpg"},
                       manifest(("Joe Biden", ["photos/biden.jpg"])) + "card = 65535\nfacility = 18\n")
     sign_stick(root, door.key)
@@ -524,7 +525,7 @@ def test_manifest_not_utf8_or_too_large_is_refused(tmp_path, door):
     door.assert_untouched()
 
 
-# --- names: one rule (edge/names.py), compared case- and width-folded (issue 17) ------------
+# --- names: one rule (edge/enrolment/names.py), compared case- and width-folded (issue 17) ------------
 
 NFC_JOSE, NFD_JOSE = "Jos\u00e9", "Jose\u0301"
 

@@ -2,7 +2,7 @@
 bundle, nobody who is not on screen is ever let in, whoever is enrolled.
 
 Each face_recognition example person is enrolled alone, then all of them together. The
-clip shows Lin-Manuel Miranda and Alex Lacamoire (edge.bench.HAMILTON_TRUTH) and an
+clip shows Lin-Manuel Miranda and Alex Lacamoire (edge.tools.bench.HAMILTON_TRUTH) and an
 audience; Obama, Biden, Kit Harington and Rose Leslie are not in it. Before FeatureNet v2
 the door opened for a stranger at frame 145 with only Obama enrolled.
 """
@@ -34,7 +34,8 @@ def setup():
 
 
 def _run(setup, names):
-    from edge.bench import HAMILTON_TRUTH, Enrolment, Truth, enrol_gallery, identity_counts, run_doorlock
+    from edge.tools.bench import HAMILTON_TRUTH, Enrolment, enrol_gallery, run_doorlock
+    from edge.tools.measure import Truth, identity_counts
 
     cfg, parts, people, video = setup
     parts.gallery = enrol_gallery(parts, Enrolment([(n, people[n]) for n in names], "test"))

@@ -16,7 +16,7 @@ import pytest
 
 from edge.__main__ import build_parser
 from edge.config import load_config
-from edge.keys import load_key
+from edge.enrolment.keys import load_key
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "systemd"
@@ -238,7 +238,7 @@ def test_install_script_dry_run(tmp_path):
         assert (root / "etc/systemd/system" / unit).read_text() == (UNITS / unit).read_text()
     assert (root / "etc/udev/rules.d/99-doorlock-stick.rules").is_file()
     assert (root / "etc/systemd/system.conf.d/doorlock-watchdog.conf").is_file()
-    assert (root / "opt/doorlock/edge/stick.py").is_file()
+    assert (root / "opt/doorlock/edge/enrolment/stick.py").is_file()
     assert os.access(root / "opt/doorlock/firmware_config/doorlock-stick", os.X_OK)
     assert not (root / "opt/doorlock/.git").exists()
     key = root / "etc/doorlock/enrol.key"
@@ -285,9 +285,9 @@ def test_enrol_script_end_to_end_with_stand_in_system_tools(tmp_path, shared):
     by stand-ins that log what they are asked to do (a real FAT mount needs a kernel that
     has vfat and the right to mount): mount read-only, enrol from the signed stick as the
     service user, reload the kiosk, remount read-write only for the report, unmount."""
-    from edge import keys
-    from edge.gallery import load_gallery
-    from edge.stick import sign_stick
+    from edge.enrolment import keys
+    from edge.vision.gallery import load_gallery
+    from edge.enrolment.stick import sign_stick
 
     dev = _block_device()
     photos = shared("data", "faces", "fr_examples")

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from edge.bundle import BundleError, write_bundle
-from edge.gallery import Gallery
-from edge.match import DistanceMatcher, ThresholdRule, matcher_from_bundle, pair_far
+from edge.vision.bundle import BundleError, write_bundle
+from edge.vision.gallery import Gallery
+from edge.vision.match import DistanceMatcher, ThresholdRule, matcher_from_bundle, pair_far
 
 D = 16
 

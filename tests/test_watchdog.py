@@ -1,4 +1,4 @@
-"""systemd integration (edge/watchdog.py): READY=1, WATCHDOG=1 per healthy frame, STATUS,
+"""systemd integration (edge/service/watchdog.py): READY=1, WATCHDOG=1 per healthy frame, STATUS,
 reload of the gallery on SIGHUP, STOPPING=1, all over a fake $NOTIFY_SOCKET."""
 
 import os
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.kiosk import Decision
-from edge.watchdog import GalleryReloader, Notifier, Watchdog
+from edge.kiosk.gates import Decision
+from edge.service.watchdog import GalleryReloader, Notifier, Watchdog
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "edge" / "models" / "default"
@@ -214,7 +214,7 @@ def _looped_clip(path, repeats=8):
     (the test ends the kiosk with SIGTERM), made in about 3 s."""
     import cv2
 
-    from edge.demo import FPS, H, W, sample_frames
+    from edge.tools.demo import FPS, H, W, sample_frames
 
     frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in sample_frames(60)]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
@@ -233,9 +233,9 @@ def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd)
     SIGTERM, relay locked."""
     from edge.app import load_models
     from edge.config import config_from_dict
-    from edge.demo import SAMPLE_NAME, sample_face_photo
-    from edge.enrol import enrol_face
-    from edge.gallery import Gallery, featurenet_fingerprint
+    from edge.tools.demo import SAMPLE_NAME, sample_face_photo
+    from edge.enrolment.enrol import enrol_face
+    from edge.vision.gallery import Gallery, featurenet_fingerprint
 
     video = _looped_clip(tmp_path / "clip.avi")
     parts = load_models(config_from_dict({"recognition": {"bundle": str(BUNDLE)}}), empty_gallery=True)
@@ -297,12 +297,12 @@ def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monke
     make the very next frames match against the new gallery (same matcher settings)."""
     from edge.__main__ import _serve_systemd
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.camera import Camera
+    from edge.vision.camera import Camera
     from edge.config import config_from_dict
-    from edge.demo import sample_face_photo
-    from edge.enrol import enrol_face
-    from edge.gallery import Gallery, featurenet_fingerprint
-    from edge.lock import simulated_relay
+    from edge.tools.demo import sample_face_photo
+    from edge.enrolment.enrol import enrol_face
+    from edge.vision.gallery import Gallery, featurenet_fingerprint
+    from edge.door.relay import simulated_relay
 
     path = tmp_path / "gallery.npz"
     cfg = config_from_dict({"recognition": {"bundle": str(BUNDLE), "gallery": str(path)},

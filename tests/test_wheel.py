@@ -58,7 +58,7 @@ def test_the_wheel_installed_elsewhere_runs_the_demo(tmp_path):
     run.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["TMPDIR"] = str(tmp_path)
-    where = _run([py, "-c", "import json, sys, edge, edge.assets as a, edge.pad as pad; pad.load_manifest(); "
+    where = _run([py, "-c", "import json, sys, edge, edge.assets as a, edge.kiosk.pad as pad; pad.load_manifest(); "
                   "print(json.dumps(sys.path)); print(edge.__file__); print(a.bundle_path('default')); "
                   "print(a.mediapipe_dir()); print(pad.DEFAULT_DIR)"], cwd=run, env=env).splitlines()
     assert REPO not in {(run / p).resolve() for p in json.loads(where[0])}, where[0]

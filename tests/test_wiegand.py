@@ -9,7 +9,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.errors import DoorlockError
 from edge.testing import FakeClock
-from edge.wiegand import (FRAME_GAP_S, CardSender, WiegandError, WiegandOutput, check_card,
+from edge.building.wiegand import (FRAME_GAP_S, CardSender, WiegandError, WiegandOutput, check_card,
                           check_facility, check_timing, decode, encode)
 
 D0, D1 = 5, 6
@@ -206,7 +206,7 @@ def test_no_frame_for_anything_but_a_granted_card_holder(record):
                                         ("Eve", "facility code of 'Eve'")])
 def test_bad_gallery_numbers_are_logged_never_raised(name, match, caplog):
     b, s = sender(26)
-    with caplog.at_level(logging.ERROR, logger="edge.wiegand"):
+    with caplog.at_level(logging.ERROR, logger="edge.building.wiegand"):
         assert s.on_record({"event": "granted", "identity": name}) is None
     assert b.edges == [] and match in caplog.text
 
@@ -214,7 +214,7 @@ def test_bad_gallery_numbers_are_logged_never_raised(name, match, caplog):
 def test_a_line_fault_is_logged_never_raised(caplog):
     b, s = sender()
     b.out.close()
-    with caplog.at_level(logging.ERROR, logger="edge.wiegand"):
+    with caplog.at_level(logging.ERROR, logger="edge.building.wiegand"):
         assert s.on_record({"event": "granted", "identity": "Ada"}) is None
     assert "closed" in caplog.text
 
@@ -225,6 +225,6 @@ def test_a_failing_people_source_is_logged_never_raised(caplog):
     def broken():
         raise RuntimeError("gallery gone")
 
-    with caplog.at_level(logging.ERROR, logger="edge.wiegand"):
+    with caplog.at_level(logging.ERROR, logger="edge.building.wiegand"):
         assert CardSender(b.out, broken).on_record({"event": "granted", "identity": "Ada"}) is None
     assert "gallery gone" in caplog.text

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.app import make_relay, make_wiegand
-from edge.audit import AuditLog
+from edge.service.audit import AuditLog
 from edge.config import config_from_dict
-from edge.lock import DoorRelay
-from edge.wiegand import decode
+from edge.door.relay import DoorRelay
+from edge.building.wiegand import decode
 
 
 def _recording_relay(edges):

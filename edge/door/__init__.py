@@ -1,0 +1,1 @@
+"""Door hardware: the relay (strike) and the door's inputs and indicators."""

@@ -1,0 +1,1 @@
+"""Enrolment: photos, signed USB sticks, keys and names."""

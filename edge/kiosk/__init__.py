@@ -1,0 +1,1 @@
+"""The kiosk loop and its gates: liveness, texture PAD, access hours."""

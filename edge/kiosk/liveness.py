@@ -1,0 +1,313 @@
+"""Presentation-attack check (liveness): a photo or a screen held up to the camera must not
+open the door.
+
+`LivenessGate` is a kiosk gate (edge.kiosk.gates.Gate) between recognition and the unlock. For
+every judged face it takes the face's 468-point mesh (edge.vision.landmarks: the kiosk runs it
+once per judged face, for alignment; the gate runs it itself on a face without one) and
+keeps the last frames of that face.
+
+The test: a photo or a screen is a plane. However a hand moves, turns, tilts or lights it,
+the face printed on it moves as one plane, and one homography (the projective map between
+two views of a plane) explains the motion of every point of it. A live face does not move
+like that: turning the head moves the nose against the cheeks (parallax), eyelids blink,
+the mouth and the eyebrows move against the head. So each frame is compared with the one
+`LAG` frames before it:
+
+1. the mesh landmarks of both frames give a first homography, which warps the older
+   crop onto the newer one (so only what a plane cannot explain is left to find);
+2. up to 100 textured points inside the face (eroded mesh outline) are tracked from the
+   warped crop into the new one with pyramidal Lucas-Kanade on a contrast-normalised
+   image (robust to lighting changes), kept only if they track back to where they started;
+3. one homography is fitted to all the tracked points by least squares, and the median
+   distance between where it puts them and where they are is the frame's *residual*
+   (pixels of the 192-pixel crop, whose face is about 128 pixels wide).
+
+A near-perfect fit (residual below `threshold`) is what a photo or a screen gives; a frame
+whose residual is above it (with at least MIN_TRACKED points) is evidence of a live face.
+The face mesh's own landmarks are not precise enough for the fit itself: on a tilted photo
+the model bends its landmarks into a 3D head, so their homography residual is 1-2 % of the
+face on planar attacks, as large as on a live face; tracked image points are not fooled.
+
+A blink (both eyes' aspect ratio, from the mesh, dropping below BLINK_CLOSED of its median
+over the window and coming back) is evidence too.
+
+Strictness:
+  off     no check (the gate is not installed);
+  normal  the default: `NEED["normal"]` evidence frames within the last `window` frames
+          (or one blink); once proven, the same face (no gap, no jump) stays live;
+  strict  a higher residual threshold and more evidence frames, and the evidence must be
+          fresh: within the last `window` frames at every unlock (no carrying over).
+
+A refusal is logged by the kiosk as a "refused" decision whose reason says what was seen.
+Limits: a video of the enrolled person replayed on a screen moves like a live face and is
+not stopped by this test; a print bent while it is held is not a plane either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.errors import DoorlockError
+from edge.kiosk.gates import Gate
+from edge.vision.landmarks import EYE_A, EYE_B, MESH_SIZE, FaceMesh
+
+STRICTNESS = ("off", "normal", "strict")
+LAG = 4                   # each frame is compared with the one LAG frames before it
+MIN_TRACKED = 30          # fewer tracked points (blur, too little texture): no evidence
+THRESHOLD = {"normal": 1.5, "strict": 1.8}   # residual (crop pixels) above which it is live
+NEED = {"normal": 4, "strict": 5}            # evidence frames needed within the window
+MIN_WINDOW = LAG + NEED["strict"]
+BLINK_CLOSED = 0.55       # eye aspect ratio at most this share of its median: closed
+BLINK_OPEN = 0.8          # ... and at least this share before and after: open
+BLINK_FRAMES = 6          # closed -> open again within this many frames
+PAD_MIN_FRAMES = 3        # texture PAD scores needed before its median counts
+
+OUTLINE = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+           400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
+           103, 67, 109)
+
+
+def eye_aspect_ratio(points: np.ndarray, eye=EYE_A) -> float:
+    """(|p2-p6| + |p3-p5|) / (2 |p1-p4|): about 0.25-0.4 open, near 0 closed."""
+    p = np.asarray(points, np.float64)[list(eye), :2]
+    width = np.linalg.norm(p[0] - p[3])
+    return float((np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])) / (2 * width)) if width else 0.0
+
+
+def blinked(ears) -> bool:
+    """True if the (n, 2) eye-aspect-ratio series holds a blink: both eyes open, then both
+    closed (at most BLINK_CLOSED of their median), then both open again within
+    BLINK_FRAMES frames. A photo's eyes never do that, however it is tilted."""
+    e = np.asarray(ears, np.float64).reshape(-1, 2)
+    if len(e) < 3:
+        return False
+    med = np.median(e, 0)
+    if not (med > 0).all():
+        return False
+    closed = (e <= BLINK_CLOSED * med).all(1)
+    opened = (e >= BLINK_OPEN * med).all(1)
+    for t in np.flatnonzero(closed):
+        if opened[:t].any() and opened[t + 1:t + 1 + BLINK_FRAMES].any():
+            return True
+    return False
+
+
+def normalise(grey: np.ndarray) -> np.ndarray:
+    """Local contrast normalisation for tracking: a slight blur against noise, the local
+    mean removed and the local contrast divided out, so light that changes across the face
+    or over time does not look like motion."""
+    g = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
+    hp = g - cv2.GaussianBlur(g, (0, 0), 6.0)
+    sd = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 6.0)) + 4.0
+    return np.clip(128 + 40 * hp / sd, 0, 255).astype(np.uint8)
+
+
+def face_mask(points: np.ndarray, shrink: float = 0.9) -> np.ndarray:
+    """The face inside the mesh outline, shrunk towards its centre (no background)."""
+    hull = cv2.convexHull(np.asarray(points, np.float32)[list(OUTLINE), :2]).reshape(-1, 2)
+    c = hull.mean(0)
+    mask = np.zeros((MESH_SIZE, MESH_SIZE), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(c + (hull - c) * shrink).astype(np.int32), 255)
+    return mask
+
+
+def inside_frame(shape, matrix: np.ndarray, margin: int = 4) -> np.ndarray:
+    """Crop pixels (255) that come from inside the frame, `margin` crop pixels in from its
+    edge; 0 where the crop reaches past the frame's border (filled, not seen)."""
+    ones = np.full(shape[:2], 255, np.uint8)
+    valid = cv2.warpAffine(ones, matrix, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.erode(valid, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+
+
+@dataclass
+class _Seen:
+    """One observed frame of the face being followed."""
+
+    no: int
+    box: tuple
+    grey: np.ndarray | None = None
+    norm: np.ndarray | None = None
+    points: np.ndarray | None = None   # (468, 2) crop pixels; None: no usable mesh
+    mask: np.ndarray | None = None     # the face, inside the frame: where to track
+    valid: np.ndarray | None = None    # crop pixels that come from inside the frame
+    ears: tuple | None = None
+
+
+def planar_residual(ref: _Seen, cur: _Seen) -> tuple[float, int]:
+    """How far the face's motion from `ref` to `cur` is from one plane's: the median
+    residual (crop pixels) of one least-squares homography over the tracked points, and
+    how many points tracked (0: none, residual 0)."""
+    h0, _ = cv2.findHomography(ref.points, cur.points, 0)
+    if h0 is None:
+        return 0.0, 0
+    warped = cv2.warpPerspective(ref.grey, h0, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    a = normalise(warped)
+    # only where both crops saw the frame: the frame's edge does not move with the face
+    ref_valid = cv2.warpPerspective(ref.valid, h0, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_NEAREST)
+    p0 = cv2.goodFeaturesToTrack(a, 100, 0.01, 5, mask=cur.mask & ref_valid)
+    if p0 is None or len(p0) < MIN_TRACKED:
+        return 0.0, 0
+    lk = dict(winSize=(15, 15), maxLevel=3, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, cur.norm, p0, p0.copy(), **lk)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(cur.norm, a, p1, p0.copy(), **lk)
+    fb = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
+    ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < 0.7)
+    n = int(ok.sum())
+    if n < 8:
+        return 0.0, n
+    x, y = p0.reshape(-1, 2)[ok], p1.reshape(-1, 2)[ok]
+    h, _ = cv2.findHomography(x, y, 0)
+    if h is None:
+        return 0.0, 0
+    r = np.linalg.norm(cv2.perspectiveTransform(x[None], h)[0] - y, axis=1)
+    return float(np.median(r)), n
+
+
+def _iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class LivenessGate(Gate):
+    """The kiosk gate: refuses a recognised face until it has shown signs of life.
+
+    `observe` runs the mesh and the planarity test on every judged face; `refuse` answers
+    with the reason while the evidence is short. `reset` (the face left, or a fault)
+    forgets the face. `observe_s` / `observed` add up the time spent (latency)."""
+
+    name = "liveness"
+
+    def __init__(self, strictness: str = "normal", window: int = 15, mesh: FaceMesh | None = None,
+                 num_threads: int | None = None, pad=None):
+        if strictness not in THRESHOLD:
+            raise DoorlockError(f"liveness strictness must be 'normal' or 'strict' "
+                                f"(off: no gate), got {strictness!r}")
+        if window < MIN_WINDOW:
+            raise DoorlockError(f"liveness window must be at least {MIN_WINDOW} frames, got {window}")
+        self.strictness, self.window = strictness, int(window)
+        self.threshold, self.need = THRESHOLD[strictness], NEED[strictness]
+        self.latch = strictness == "normal"
+        self._mesh, self._num_threads = mesh, num_threads
+        # texture PAD (edge.kiosk.pad.TexturePad), off by default: a cue that must pass as well,
+        # the median of its real scores over the window at or above its threshold
+        self.pad = pad
+        self.observe_s, self.observed = 0.0, 0
+        self.reset()
+
+    @property
+    def mesh(self) -> FaceMesh:
+        """The gate's own face mesh, for faces that come without one (made on first use)."""
+        if self._mesh is None:
+            self._mesh = FaceMesh(self._num_threads)
+        return self._mesh
+
+    def reset(self) -> None:
+        self._seen: deque[_Seen] = deque(maxlen=self.window + LAG)
+        self._evidence: deque[int] = deque()     # frame numbers with evidence of life
+        self._blinks: deque[int] = deque()
+        self._pad_scores: deque[float] = deque(maxlen=self.window)
+        self.proven = False
+        self._for: str | None = None             # the identity the evidence was accepted for
+        self.last_residual: float | None = None
+        self.last_tracked = 0
+
+    # -- per frame ---------------------------------------------------------------------------
+
+    def observe(self, frame: np.ndarray, face, frame_no: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._observe(frame, face, frame_no)
+        finally:
+            self.observe_s += time.perf_counter() - t0
+            self.observed += 1
+
+    def _observe(self, frame, face, frame_no: int) -> None:
+        box = tuple(float(v) for v in face.box)
+        prev = self._seen[-1] if self._seen else None
+        if prev is not None and (frame_no != prev.no + 1 or _iou(prev.box, box) < 0.3):
+            self.reset()   # a gap, or another face: start again
+        seen = _Seen(frame_no, box)
+        if self.pad is not None:
+            self._pad_scores.append(self.pad.score(frame, box))
+        if self.latch and self.proven:
+            # normal: a proven face stays live while it is followed (no gap, no jump), so
+            # only its box is needed now; the tracking work stops until the next face
+            self._seen.append(seen)
+            self.last_residual, self.last_tracked = None, 0
+            return
+        mesh = getattr(face, "mesh", None)
+        if mesh is None:
+            mesh = self.mesh.run(frame, face)
+        if mesh.usable:
+            seen.points = mesh.points[:, :2].astype(np.float32)
+            seen.grey = cv2.cvtColor(mesh.crop, cv2.COLOR_RGB2GRAY)
+            seen.norm = normalise(seen.grey)
+            seen.valid = inside_frame(frame.shape, mesh.matrix)
+            seen.mask = face_mask(seen.points) & seen.valid
+            seen.ears = (eye_aspect_ratio(seen.points, EYE_A), eye_aspect_ratio(seen.points, EYE_B))
+        self._seen.append(seen)
+        self.last_residual, self.last_tracked = None, 0
+        ref = self._seen[-1 - LAG] if len(self._seen) > LAG else None
+        if seen.points is not None and ref is not None and ref.points is not None:
+            residual, tracked = planar_residual(ref, seen)
+            self.last_residual, self.last_tracked = residual, tracked
+            if tracked >= MIN_TRACKED and residual > self.threshold:
+                self._evidence.append(frame_no)
+        ears = [s.ears for s in list(self._seen)[-self.window:] if s.ears is not None]
+        if blinked(ears) and (not self._blinks or self._blinks[-1] < frame_no - BLINK_FRAMES):
+            self._blinks.append(frame_no)
+        for q in (self._evidence, self._blinks):
+            while q and q[0] <= frame_no - self.window:
+                q.popleft()
+        if self._live_now():
+            self.proven = True
+
+    def _live_now(self) -> bool:
+        if self.strictness == "normal":
+            return len(self._evidence) >= self.need or bool(self._blinks)
+        return len(self._evidence) + 2 * len(self._blinks) >= self.need
+
+    def is_live(self) -> bool:
+        return (self.proven if self.latch else self._live_now()) and self._pad_ok()
+
+    def pad_median(self) -> float | None:
+        return float(np.median(self._pad_scores)) if self._pad_scores else None
+
+    def _pad_ok(self) -> bool:
+        if self.pad is None:
+            return True
+        return len(self._pad_scores) >= PAD_MIN_FRAMES and self.pad_median() >= self.pad.threshold
+
+    def refuse(self, identity: str, frame_no: int) -> str | None:
+        if self._for is not None and identity != self._for:
+            # life is proven for a person, not for a face box: a replay that flips to
+            # another enrolled identity (or a second person stepping in) starts again
+            self.reset()
+        if self.is_live():
+            self._for = identity
+            return None
+        if self.proven if self.latch else self._live_now():   # moved like a face; the texture did not pass
+            med = self.pad_median()
+            return (f"texture looks like a photo or a screen: PAD real score "
+                    f"{'none' if med is None else f'{med:.2f}'} (median of {len(self._pad_scores)} frames; "
+                    f"{self.pad.threshold:g} over {PAD_MIN_FRAMES} frames needed)")
+        last = self._seen[-1] if self._seen else None
+        if last is None or last.points is None:
+            return "no face mesh (face not frontal or clear enough to check for life)"
+        return (f"no sign of life yet: {len(self._evidence)} of the last {self.window} frames "
+                f"moved unlike a flat picture ({self.need} needed), "
+                f"{'a blink' if self._blinks else 'no blink'}")
+
+    @property
+    def mean_ms(self) -> float:
+        return 1000 * self.observe_s / self.observed if self.observed else 0.0

@@ -1,0 +1,1 @@
+"""The kiosk's screen: what a person at the door sees."""

@@ -1,0 +1,1 @@
+"""The recognition pipeline: camera, detector, alignment, FeatureNet, matcher, bundle, gallery."""
