@@ -13,7 +13,7 @@ FORBIDDEN_FOR_EDGE = ("converter", "tensorflow", "keras", "torch")
 # edge's layers below the pipeline's users: vision may import only these of edge
 VISION_MAY_IMPORT = ("edge.vision", "edge.errors", "edge.assets", "edge.service")
 # the command line may start a tool; nothing that runs at the door may
-MAY_IMPORT_TOOLS = ("edge.__main__", "edge.tools")
+MAY_IMPORT_TOOLS = ("edge.__main__", "edge.cli", "edge.tools")
 
 
 def imports(path: Path, package: str) -> set[str]:

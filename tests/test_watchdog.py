@@ -295,7 +295,7 @@ def test_kiosk_service_notifies_systemd_and_reloads_on_sighup(tmp_path, systemd)
 def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monkeypatch):
     """In process: the kiosk as cmd_run wires it; a gallery saved meanwhile and a SIGHUP
     make the very next frames match against the new gallery (same matcher settings)."""
-    from edge.__main__ import _serve_systemd
+    from edge.cli.run import _serve_systemd
     from edge.app import build_kiosk, close_kiosk, load_models
     from edge.vision.camera import Camera
     from edge.config import config_from_dict

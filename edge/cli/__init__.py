@@ -1,0 +1,1 @@
+"""The `python -m edge` subcommands, each imported only when it runs."""
