@@ -5,6 +5,8 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip install -q --disable-pip-version-check
+# Test workers (pytest-xdist): CI has 2 cores; each worker may load TensorFlow (~1.5 GB).
+JOBS    ?= 2
 
 .PHONY: demo test install-device install-demo install-dev system-tools clean
 
@@ -31,7 +33,7 @@ demo: install-demo
 
 test: install-dev system-tools
 	$(VPY) -m ruff check edge converter tests
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n $(JOBS)
 
 # The systemd unit and script tests need systemd-analyze and shellcheck, the MQTT tests a
 # mosquitto broker: installed with apt-get when missing (root or passwordless sudo);
