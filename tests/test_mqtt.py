@@ -285,7 +285,9 @@ def test_broker_down_and_back(broker, subscribers, publishers):
         t = time.perf_counter()
         pub.publish(e)
         slowest = max(slowest, time.perf_counter() - t)
-    assert slowest < 0.05, f"publish() took {slowest * 1000:.1f} ms while the broker was down"
+    # A publish that waited on the network would wait for a connect timeout (seconds); one
+    # that only queues takes microseconds. The bound leaves room for a loaded machine.
+    assert slowest < 1.0, f"publish() took {slowest * 1000:.1f} ms while the broker was down"
     wait_for(lambda: pub.attempts >= attempts + 2, what="reconnect attempts while down")
     assert pub.queued == 50 and pub.dropped == 30
     b.start()
