@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.__main__ import main
-from edge.tools.bench import HAMILTON_TRUTH, MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
+from edge.tools.bench import HAMILTON_TRUTH_FILE, MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
 from edge.tools.measure import Truth, identity_counts
 from edge.vision.gallery import Gallery
 
@@ -146,7 +146,7 @@ def test_compare_without_face_recognition_says_what_to_install(monkeypatch, caps
 
 
 def test_identity_counts_against_the_truth():
-    truth = Truth(HAMILTON_TRUTH, "test")
+    truth = Truth.from_json(HAMILTON_TRUTH_FILE)
     per_frame = {5: ["Lin-Manuel Miranda"], 30: ["Alex Lacamoire"], 31: [None],
                  90: ["Lin-Manuel Miranda", None], 91: ["Lin-Manuel Miranda", "Alex Lacamoire"],
                  230: ["Alex Lacamoire"], 300: ["Alex Lacamoire"]}
@@ -162,9 +162,27 @@ def test_truth_file(tmp_path):
     t = Truth.from_json(f)
     assert t.present(1) == set() and t.present(4) == {"Ada"} and t.present(5) == {"Ada", "Bob"}
     assert t.present(7) is None
+    (tmp_path / "nobody.json").write_text(json.dumps({"Ada": [[3, 5]], "": [[8, 9]]}))
+    t = Truth.from_json(tmp_path / "nobody.json")  # "": labelled frames with nobody enrolled
+    assert t.present(4) == {"Ada"} and t.present(7) == t.present(9) == set() and t.present(10) is None
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(Exception, match="not a truth file"):
         Truth.from_json(tmp_path / "bad.json")
+
+
+def test_the_hamilton_truth_is_its_shots_and_ships_with_the_tools():
+    """bench reads it by default, the tests read it: one file, in the --truth format."""
+    import fnmatch
+    import tomllib
+
+    t = Truth.from_json(HAMILTON_TRUTH_FILE)
+    lmm, al = "Lin-Manuel Miranda", "Alex Lacamoire"
+    assert [t.present(f) for f in (1, 20, 21, 82, 83, 211, 212, 275)] == [
+        {lmm, al}, {lmm, al}, {al}, {al}, {lmm}, {lmm}, set(), set()]
+    assert t.present(0) is None and t.present(276) is None
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edge"]
+    rel = HAMILTON_TRUTH_FILE.relative_to(REPO / "edge").as_posix()
+    assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
 
 
 def test_scaled_gallery_keeps_the_real_people_and_never_matches_them():

@@ -2,7 +2,7 @@
 bundle, nobody who is not on screen is ever let in, whoever is enrolled.
 
 Each face_recognition example person is enrolled alone, then all of them together. The
-clip shows Lin-Manuel Miranda and Alex Lacamoire (edge.tools.bench.HAMILTON_TRUTH) and an
+clip shows Lin-Manuel Miranda and Alex Lacamoire (edge/tools/hamilton_truth.json) and an
 audience; Obama, Biden, Kit Harington and Rose Leslie are not in it. Before FeatureNet v2
 the door opened for a stranger at frame 145 with only Obama enrolled.
 """
@@ -34,13 +34,13 @@ def setup():
 
 
 def _run(setup, names):
-    from edge.tools.bench import HAMILTON_TRUTH, Enrolment, enrol_gallery, run_doorlock
+    from edge.tools.bench import HAMILTON_TRUTH_FILE, Enrolment, enrol_gallery, run_doorlock
     from edge.tools.measure import Truth, identity_counts
 
     cfg, parts, people, video = setup
     parts.gallery = enrol_gallery(parts, Enrolment([(n, people[n]) for n in names], "test"))
     r = run_doorlock(cfg, parts, video, "clip")
-    truth = Truth(HAMILTON_TRUTH, "Hamilton clip shots")
+    truth = Truth.from_json(HAMILTON_TRUTH_FILE)
     on_screen = {f: truth.present(f) or set() for f in r.per_frame}
     granted_wrong = [f for f in r.opened_at if not set(r.per_frame.get(f, [])) & on_screen.get(f, set())]
     wrong = {f: ids for f, ids in r.per_frame.items() if any(i and i not in on_screen[f] for i in ids)}

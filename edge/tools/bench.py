@@ -28,7 +28,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +48,18 @@ MODELNET_SIZES = (256, 128, 64, 32, 16, 8, 1)
 MODELNET_ENCODING = "symmetric"
 PEERS = ("face_recognition",)
 
-# The Hamilton clip (../shared/data/video), labelled by eye per shot: the enrolled people on
-# screen. 1-20: wide stage shot with both (Miranda standing at the right, ~45 px face,
-# Lacamoire far away at the piano); 21-82: Lacamoire in profile at the piano; 83-211:
-# Miranda close up; 212-275: the audience (nobody enrolled). Same shots as tests/test_kiosk.py.
+# The Hamilton clip (../shared/data/video), its two enrolment photos and, beside this file,
+# who is on screen per shot (docs/benchmark.md describes the shots).
 LMM, AL = "Lin-Manuel Miranda", "Alex Lacamoire"
 HAMILTON_CLIP = ("data", "video", "short_hamilton_clip.mp4")
 HAMILTON_PHOTOS = ((LMM, ("data", "faces", "fr_examples", "lin-manuel-miranda.png")),
                    (AL, ("data", "faces", "fr_examples", "alex-lacamoire.png")))
-HAMILTON_TRUTH = ((1, 20, {LMM, AL}), (21, 82, {AL}), (83, 211, {LMM}), (212, 275, set()))
+HAMILTON_TRUTH_FILE = Path(__file__).with_name("hamilton_truth.json")
 
 
+def hamilton_truth() -> Truth:
+    return replace(Truth.from_json(HAMILTON_TRUTH_FILE),
+                   source="Hamilton clip shots (edge/tools/hamilton_truth.json)")
 
 
 class _StageRecorder:
@@ -343,7 +344,7 @@ def make_plan(args) -> Plan:
         if not Path(args.video).is_file():
             raise DoorlockError(f"video file not found: {args.video}")
         if Path(args.video).name == HAMILTON_CLIP[-1] and not args.truth:
-            truth = Truth(HAMILTON_TRUTH, "Hamilton clip shots (edge/tools/bench.py)")
+            truth = hamilton_truth()
             if enrolment is None and shared.joinpath(*HAMILTON_PHOTOS[0][1]).is_file():
                 enrolment = Enrolment([(n, [shared.joinpath(*p)]) for n, p in HAMILTON_PHOTOS],
                                       "Hamilton enrolment photos")
@@ -357,7 +358,7 @@ def make_plan(args) -> Plan:
         label = source
     elif shared.joinpath(*HAMILTON_CLIP).is_file():
         source, label, is_file = str(shared.joinpath(*HAMILTON_CLIP)), HAMILTON_CLIP[-1], True
-        truth = Truth(HAMILTON_TRUTH, "Hamilton clip shots (edge/tools/bench.py)")
+        truth = hamilton_truth()
         if enrolment is None:
             enrolment = Enrolment([(n, [shared.joinpath(*p)]) for n, p in HAMILTON_PHOTOS],
                                   "Hamilton enrolment photos")

@@ -33,7 +33,8 @@ class Truth:
     @classmethod
     def from_json(cls, path: str | Path) -> "Truth":
         """{"Name": [[first, last], ...], ...}; frames in no span of anyone's but inside
-        [1, max] count as 'nobody enrolled on screen'."""
+        [1, max] count as 'nobody enrolled on screen'. The name "" (no one's: names are
+        never empty) labels such frames past everyone's last span."""
         try:
             data = json.loads(Path(path).read_text())
             spans = [(int(a), int(b), name) for name, rs in data.items() for a, b in rs]
@@ -44,7 +45,8 @@ class Truth:
         per_frame = [set() for _ in range(last + 1)]
         for a, b, name in spans:
             for f in range(max(a, 1), b + 1):
-                per_frame[f].add(name)
+                if name:
+                    per_frame[f].add(name)
         return cls(tuple((f, f, per_frame[f]) for f in range(1, last + 1)), str(path))
 
 
@@ -72,6 +74,10 @@ def identity_counts(per_frame: dict[int, list], truth: Truth | None) -> dict:
 
 
 # --- one run ------------------------------------------------------------------------------
+
+def ratio(a, b) -> float | None:
+    return float(a) / float(b) if a is not None and b not in (None, 0) else None
+
 
 def pct(values, q) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
