@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +17,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.screen import screen as scr
 from edge.config import config_from_dict
 from edge.door.door import DoorStatus
-from edge.screen.screen import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
-                         OUTSIDE_HOURS, PROMPTS, WELCOME, Display, Prompter, Renderer, Screen,
-                         VideoDisplay, open_screen, render_cost_ms, shown)
+from edge.screen import displays
+from edge.screen.displays import Display, PygameDisplay, VideoDisplay
+from edge.screen.prompts import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
+                                 OUTSIDE_HOURS, PROMPTS, WELCOME, Prompter, shown)
+from edge.screen.render import Renderer, render_cost_ms
+from edge.screen.screen import Screen, open_screen
 from edge.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,32 +238,35 @@ def test_drawing_does_not_slow_recognition():
 
 def test_pygame_display_with_sdl_dummy_driver(monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    welcomed = threading.Event()     # the window showed the welcome (renderer thread)
+    show = PygameDisplay.show
+
+    def show_and_look(self, image):
+        show(self, image)
+        w, h = self.window.get_size()
+        if tuple(self.window.get_at((3, h - 3)))[:3] == PROMPTS[WELCOME].colour:  # prompt bar
+            welcomed.set()
+
+    monkeypatch.setattr(PygameDisplay, "show", show_and_look)
     cfg = config_from_dict({"screen": {"mode": "pygame", "fullscreen": False, "width": 320,
                                        "height": 240, "driver": "dummy"}}).screen
     s = open_screen(cfg)
     assert s is not None and s.failed is None
     s(camera_frame(), None, D("granted", "Ada"))
-    window = s.display.window
-    rect = s.renderer.prompt_rect
-
-    def colour():
-        return tuple(window.get_at((rect.x + 3, rect.y + 3)))[:3]
-
-    end = time.monotonic() + 20                  # the real renderer thread; a failure bound
-    while colour() != PROMPTS[WELCOME].colour and time.monotonic() < end:
-        time.sleep(0.01)
-    assert colour() == PROMPTS[WELCOME].colour and s.shown >= 1
+    assert welcomed.wait(20)         # the thread signals it; 20 s only bounds a failure
+    assert s.display.window.get_size() == (320, 240)
     s.close()
+    assert s.shown >= 1 and s.display.window is None
 
 
 def test_sdl_driver_choice(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setattr(scr.platform, "system", lambda: "Linux")
-    assert scr.sdl_driver("auto") == "kmsdrm"         # a Pi without a desktop
+    monkeypatch.setattr(displays.platform, "system", lambda: "Linux")
+    assert displays.sdl_driver("auto") == "kmsdrm"         # a Pi without a desktop
     monkeypatch.setenv("DISPLAY", ":0")
-    assert scr.sdl_driver("auto") is None             # a desktop: SDL's own choice
-    assert scr.sdl_driver("x11") == "x11"
+    assert displays.sdl_driver("auto") is None             # a desktop: SDL's own choice
+    assert displays.sdl_driver("x11") == "x11"
 
 
 def test_a_broken_screen_does_not_stop_anything(tmp_path):

@@ -583,7 +583,7 @@ def screen_report(plan: Plan, cfg, doorlock: dict, n: int = 60) -> dict:
     configured size, and what that is at the configured drawing rate. The renderer runs in
     its own thread at screen.fps, so this is CPU taken beside recognition, not time added
     to a frame; the bench's own run draws nothing (relay and screen are off)."""
-    from edge.screen.screen import render_cost_ms
+    from edge.screen.render import render_cost_ms
 
     sc = cfg.screen
     frames = _clip_frames(plan, n)

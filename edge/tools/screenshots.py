@@ -10,7 +10,8 @@ from pathlib import Path
 
 import cv2
 
-from edge.screen.screen import CAMERA_FAULT, LOOK, PROMPTS, Renderer, shown
+from edge.screen.prompts import CAMERA_FAULT, LOOK, PROMPTS, shown
+from edge.screen.render import Renderer
 from edge.tools.demo import sample_frames
 
 log = logging.getLogger(__name__)
