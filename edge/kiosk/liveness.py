@@ -54,6 +54,7 @@ import numpy as np
 
 from edge.errors import DoorlockError
 from edge.kiosk.gates import Gate
+from edge.vision.detect import box_iou
 from edge.vision.landmarks import EYE_A, EYE_B, MESH_SIZE, FaceMesh
 
 STRICTNESS = ("off", "normal", "strict")
@@ -170,14 +171,6 @@ def planar_residual(ref: _Seen, cur: _Seen) -> tuple[float, int]:
     return float(np.median(r)), n
 
 
-def _iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class LivenessGate(Gate):
     """The kiosk gate: refuses a recognised face until it has shown signs of life.
 
@@ -234,7 +227,7 @@ class LivenessGate(Gate):
     def _observe(self, frame, face, frame_no: int) -> None:
         box = tuple(float(v) for v in face.box)
         prev = self._seen[-1] if self._seen else None
-        if prev is not None and (frame_no != prev.no + 1 or _iou(prev.box, box) < 0.3):
+        if prev is not None and (frame_no != prev.no + 1 or float(box_iou(prev.box, box)[0]) < 0.3):
             self.reset()   # a gap, or another face: start again
         seen = _Seen(frame_no, box)
         if self.pad is not None:

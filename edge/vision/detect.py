@@ -80,7 +80,9 @@ def ssd_anchors(size: int, strides: tuple[int, ...], per_layer: int) -> np.ndarr
     return np.concatenate(out).astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def box_iou(box, boxes) -> np.ndarray:
+    """Intersection over union of one (x0, y0, x1, y1) box with each row of `boxes`."""
+    box, boxes = np.asarray(box, np.float64), np.atleast_2d(np.asarray(boxes, np.float64))
     x0 = np.maximum(box[0], boxes[:, 0])
     y0 = np.maximum(box[1], boxes[:, 1])
     x1 = np.minimum(box[2], boxes[:, 2])
@@ -102,7 +104,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
     for i in range(len(scores)):
         if not alive[i]:
             continue
-        members = alive & (_iou(boxes[i], boxes) > iou)
+        members = alive & (box_iou(boxes[i], boxes) > iou)
         members[i] = True
         w = scores[members][:, None]
         box = (boxes[members] * w).sum(0) / w.sum()
@@ -121,7 +123,7 @@ def plain_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou:
     for i in range(len(scores)):
         if alive[i]:
             out.append((boxes[i], keypoints[i], float(scores[i])))
-            alive &= ~(_iou(boxes[i], boxes) > iou)
+            alive &= ~(box_iou(boxes[i], boxes) > iou)
     return out
 
 
