@@ -1,14 +1,4 @@
-"""Test doubles: a clock whose time moves only when told, and a camera of given frames.
-
-Shipped with the package, as gpiozero ships MockFactory, so tests (ours and an
-installer's) drive the relay, the door and the screen through fake time instead of
-sleeping and hoping a timer thread has run:
-
-    clock = FakeClock()
-    relay = DoorRelay(17, pin_factory=MockFactory(), clock=clock, timer=clock.timer)
-    relay.pulse(3)
-    clock.advance(3)          # the relock timer fires here, in this thread
-    assert not relay.is_open
+"""A clock whose time moves only when told, with threading.Timer look-alikes on it.
 
 Timers run in the thread that calls `advance`. Threads of the code under test (the
 door's poll loop, the screen's renderer) block in `sleep` / `wait` until `advance`
@@ -22,7 +12,7 @@ import itertools
 import threading
 from typing import Any, Callable
 
-__all__ = ["FakeClock", "FakeTimer"]  # and FramesCamera, made on first use (__getattr__)
+__all__ = ["FakeClock", "FakeTimer"]
 
 
 class FakeTimer:
@@ -176,42 +166,3 @@ class FakeClock:
         `wait`: the code's threads have finished what the last `advance` woke them for."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._sleepers) >= n, timeout)
-
-
-
-def _frames_camera():
-    from edge.vision.camera import Camera
-
-    class FramesCamera(Camera):
-        """A camera that serves given frames: a list, or one frame `n` times; `hook(i)`
-        runs before frame i (1-based) is served. Then `finished`, as a video file at its
-        end, so the kiosk loop stops by itself."""
-
-        def __init__(self, frames, n: int | None = None, hook: Callable[[int], None] | None = None,
-                     fps: float | None = 15.0):
-            self.frames = [frames] * n if n is not None else list(frames)
-            self.hook, self.fps, self.i = hook, fps, 0
-            self.finished = False
-
-        def read(self):
-            if self.i >= len(self.frames):
-                self.finished = True
-                return None
-            self.i += 1
-            if self.hook is not None:
-                self.hook(self.i)
-            return self.frames[self.i - 1]
-
-        def close(self) -> None:
-            pass
-
-    FramesCamera.__module__ = __name__
-    return FramesCamera
-
-
-def __getattr__(name: str):
-    """FramesCamera is made on first use: edge.vision.camera needs OpenCV, FakeClock does not."""
-    if name == "FramesCamera":
-        cls = globals()["FramesCamera"] = _frames_camera()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
