@@ -2,18 +2,20 @@
 on close), lockout and its expiry, input faults; levels and config checks. Time is an
 edge.testing.FakeClock: the relay's pulses and the poll thread run on it."""
 
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero import DigitalInputDevice
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.service.audit import AuditLog, read_records
 from edge.config import config_from_dict
 from edge.door.door import Door
 from edge.door.inputs import input_level
+from edge.door.lockout import Lockout
 from edge.errors import DoorlockError
 from edge.door.relay import DoorRelay
 from edge.testing import FakeClock
@@ -33,12 +35,28 @@ class D:
     score: float | None = None
 
 
+class SignalPin(MockPin):
+    """A MockPin that sets `driven_high` (an Event) when it is first driven high, so a test
+    waits on gpiozero's own threads (the buzzer's blink) without polling the wall clock."""
+
+    def __init__(self, factory, info):
+        self.driven_high = threading.Event()
+        super().__init__(factory, info)
+
+    def _change_state(self, value):
+        changed = super()._change_state(value)
+        if changed and value:
+            self.driven_high.set()
+        return changed
+
+
 class Rig:
     """A relay, a door and an audit log on one MockFactory and one FakeClock; the door
-    starts closed."""
+    starts closed. The buzzer's pin is a SignalPin."""
 
     def __init__(self, tmp_path, **door):
         self.factory = MockFactory()
+        self.factory.pin(BUZZER, pin_class=SignalPin)
         self.clock = FakeClock(T0)
         self.relay = DoorRelay(RELAY, pulse_s=5, pin_factory=self.factory, clock=self.clock,
                                timer=self.clock.timer)
@@ -135,12 +153,13 @@ def test_config_is_validated(door, pattern):
 def test_active_low_relay_and_external_pulls(tmp_path):
     """Every level in the config: an NC exit button with an external pull-down (pressed
     opens the contact: low), and an NO door contact with the internal pull-down."""
-    factory = MockFactory()
-    relay = DoorRelay(RELAY, active_high=False, pulse_s=5, pin_factory=factory)
+    factory, clock = MockFactory(), FakeClock(T0)
+    relay = DoorRelay(RELAY, active_high=False, pulse_s=5, pin_factory=factory, clock=clock,
+                      timer=clock.timer)
     s = config_from_dict({"door": {"exit_pin": EXIT, "exit_contact": "NC", "exit_pull": "off",
                                    "exit_active_level": "low", "contact_pin": CONTACT,
                                    "contact_type": "NO", "contact_pull": "down"}}).door
-    door = Door(relay, s, None, clock=FakeClock(T0))
+    door = Door(relay, s, None, clock=clock)
     exit_pin, contact = factory.pin(EXIT), factory.pin(CONTACT)
     exit_pin.drive_high()                   # idle: the NC contact holds the line high
     assert door.status().door_open is False  # NO contact, pull-down: closed door reads low
@@ -176,12 +195,9 @@ def test_forced_door_raises_an_alarm(rig):
     assert events(rec) == ["forced_open"] and rec[0]["alarm"] is True
     assert r.door.status().alarm == "forced_open"
     assert r.door.buzzer.held == "alarm" and r.door.led.held == "alarm"
-    # the buzzer pin really sounds: gpiozero's own blink thread, on real time; the
-    # deadline only bounds a failure (its first "on" comes at once)
-    end = time.monotonic() + 10
-    while time.monotonic() < end and not any(s.state for s in buzzer.states):
-        time.sleep(0.005)
-    assert any(s.state for s in buzzer.states)
+    # the buzzer pin really sounds: gpiozero's own blink thread drives it high at once;
+    # the pin signals it (10 s only bounds a failure)
+    assert buzzer.driven_high.wait(10) and any(s.state for s in buzzer.states)
     r.close_door()
     assert events(r.new()) == ["door_closed"]
     r.door.poll()
@@ -311,6 +327,28 @@ def test_a_grant_resets_the_attempt(rig):
     assert not r.door.status().locked_out
 
 
+def test_lockout_counts_one_attempt_per_face():
+    """edge.door.lockout on its own: a face's refused run is one attempt however long it
+    lasts; a recognised frame breaks the run but does not make a new face; 0 attempts
+    never locks out."""
+    s = config_from_dict({"door": {"lockout_attempts": 2, "lockout_s": 30, "alarm_s": 5}}).door
+    lo = Lockout(s, attempt_frames=2)
+    assert [lo.frame_refused() for _ in range(5)] == [False, True, False, False, False]
+    lo.frame_accepted()
+    assert [lo.frame_refused() for _ in range(3)] == [False, False, False]   # the same face
+    assert lo.attempt(T0) is None and not lo.running                        # 1 of 2
+    lo.face_left()
+    assert [lo.frame_refused() for _ in range(2)] == [False, True]          # the next face
+    assert lo.attempt(T0 + 1) == 2 and lo.running
+    assert (lo.until, lo.alarm_until, lo.left_s(T0 + 11)) == (T0 + 31, T0 + 6, 20)
+    lo.face_left()
+    assert [lo.frame_refused() for _ in range(3)] == [False] * 3            # not during a lockout
+    assert not lo.expire(T0 + 30) and lo.expire(T0 + 31) and not lo.running
+    assert not lo.expire(T0 + 32) and lo.left_s(T0 + 32) == 0
+    never = Lockout(config_from_dict({"door": {"lockout_attempts": 0}}).door)
+    assert all(never.attempt(T0 + i) is None for i in range(10)) and not never.running
+
+
 def test_input_fault_locks_the_door_until_it_reads_again(rig, monkeypatch):
     r = rig()
     r.door.pulse()
@@ -374,10 +412,9 @@ def test_chattering_contact_is_a_fault(rig):
 
 
 def test_door_open_at_start_is_logged_and_held_open_alarms(tmp_path):
-    factory = MockFactory()
-    relay = DoorRelay(RELAY, pin_factory=factory)
+    factory, clock = MockFactory(), FakeClock(T0)
+    relay = DoorRelay(RELAY, pin_factory=factory, clock=clock, timer=clock.timer)
     s = config_from_dict({"door": {"contact_pin": CONTACT, "held_open_s": 5}}).door
-    clock = FakeClock(T0)
     door = Door(relay, s, None, clock=clock)   # pull-up, nothing closing the contact: "open"
     assert door.events[-1]["event"] == "door_opened" and door.events[-1]["at_start"] is True
     clock.advance(6)
@@ -405,14 +442,29 @@ def test_background_polling_raises_alarms_without_the_camera(rig):
 
 
 def test_no_pins_wired_is_a_plain_relay_with_a_lockout():
-    factory = MockFactory()
-    relay = DoorRelay(RELAY, pulse_s=5, pin_factory=factory)
-    door = Door(relay, None, None, clock=FakeClock(T0))
+    factory, clock = MockFactory(), FakeClock(T0)
+    relay = DoorRelay(RELAY, pulse_s=5, pin_factory=factory, clock=clock, timer=clock.timer)
+    door = Door(relay, None, None, clock=clock)
     assert door.exit_button is None and door.contact is None and door.status().door_open is None
     assert door.pulse() == 5 and door.is_open and door.pin == RELAY
+    assert (door.pin_factory, door.active_high) == (factory, True)   # the relay's own
     door.lock()
-    assert not relay.is_open
+    assert not relay.is_open and not door.is_open
     door.close()
+    relay.close()
+
+
+def test_a_pin_in_use_is_a_clear_error_and_releases_the_others():
+    """An input that cannot be had fails the Door with the one-line error, and the pins
+    taken before it are released (the exit button's pin can be used again)."""
+    factory = MockFactory()
+    relay = DoorRelay(RELAY, pin_factory=factory, clock=FakeClock(T0))
+    busy = DigitalInputDevice(CONTACT, pin_factory=factory)
+    s = config_from_dict({"door": {"exit_pin": EXIT, "contact_pin": CONTACT}}).door
+    with pytest.raises(DoorlockError, match="cannot use GPIO22 for the door contact"):
+        Door(relay, s, None, clock=FakeClock(T0))
+    DigitalInputDevice(EXIT, pin_factory=factory).close()
+    busy.close()
     relay.close()
 
 
@@ -423,7 +475,6 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
     exit button works, refusals lock the door out, the lockout refuses a recognised face."""
     from edge.app import build_kiosk, close_kiosk, load_models
     from edge.vision.camera import Camera
-    from edge.door.relay import simulated_relay
     from edge.vision.match import Match
 
     cfg = config_from_dict({
@@ -432,7 +483,8 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
         "audit": {"path": str(tmp_path / "audit.jsonl")},
         "door": {"exit_pin": EXIT, "lockout_attempts": 2}}, "test")
     parts = load_models(cfg, empty_gallery=True)
-    relay = simulated_relay(pulse_s=5)
+    clock = FakeClock(T0)     # the relay's pulses: the exit's stays open until advanced
+    relay = DoorRelay(RELAY, pulse_s=5, pin_factory=MockFactory(), clock=clock, timer=clock.timer)
     # frames: 2 strangers (2 frames each, a gap between), then Ada
     script = ["x", "x", None, "x", "x", None, "ada", "ada", "ada"]
 

@@ -1,39 +1,10 @@
 """The door around the relay: exit button, door contact, alarms, buzzer and LED, lockout.
 
-Everything goes through gpiozero, so the same code drives a Pi's pins (lgpio) and
-gpiozero's MockFactory (the demo, the tests). `Door` wraps the `DoorRelay` and offers
-the same `pulse()` / `lock()` / `is_open`, so the kiosk drives the door exactly as it
-drove the bare relay; it also is a kiosk frame listener (`door(frame, face, decision)`)
-and carries a kiosk `Gate` (`door.gate`) that refuses recognised people during a lockout
-or an input fault.
-
-- exit button (request to exit), NO or NC: a press pulses the relay ("exit").
-- door contact (magnetic reed), NC or NO: "door_opened" / "door_closed"; a "forced_open"
-  alarm when the door opens with no unlock or exit before it (the relay is open, or
-  relocked less than `open_grace_s` ago); a "held_open" alarm when an opened door stays
-  open longer than `held_open_s`; with `relock_on_close` the relay locks as soon as the
-  door closes after an entry (no tailgating on the rest of the pulse).
-- lockout: `lockout_attempts` refused attempts within `lockout_window_s` start a lockout
-  of `lockout_s` ("lockout", an alarm) during which nobody is let in by face; it ends by
-  itself ("lockout_end"). One attempt = one face in front of the camera that gathered
-  `attempt_frames` refused or not-recognised frames in a row (a photo held up, then the
-  next photo ...), counted once per face.
-- buzzer and status LED, optional, with distinct patterns for granted, refused, alarm
-  and fault (PATTERNS; an alarm or fault pattern holds until it is over).
-- fail-secure: a fault in any input (a pin that cannot be read, an exit button held for
-  longer than `exit_stuck_s`, a contact chattering) locks the relay at once, logs a
-  "fault" naming the input, and keeps the door locked (no face or exit unlock) until the
-  input reads normally again ("fault_cleared"). The strike's own fail-secure wiring and
-  the inside lever keep free egress.
-
-Every event is one audit-log line (AuditLog.write) with `source: "door"`. Timing runs on
-`poll()`, called on every camera frame (as a frame listener) and by a background thread
-(`start()`) so alarms fire even while the camera is stuck.
-
-Pin levels: `input_level(contact, pull, level)` gives the level that means "pressed" /
-"door open": with the internal pull-up a closed contact reads low, so an NO button reads
-low when pressed and an NC door contact (closed while the door is shut) reads high when
-the door opens, or when its wire is cut.
+`Door` wraps the `DoorRelay` with the same `pulse()` / `lock()` / `is_open`, so the kiosk
+drives it as it drove the bare relay; it is also a kiosk frame listener and carries a
+kiosk `Gate` (`door.gate`) that refuses faces during a lockout or an input fault. Every
+event is one audit-log line (`source: "door"`); timing runs on `poll()`, per camera frame
+and in a background thread. What the door does and how to wire it: docs/hardware.md.
 """
 
 from __future__ import annotations
@@ -46,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edge.door.inputs import CHATTER_EDGES, CHATTER_QUIET_S, CHATTER_WINDOW_S, Indicator, Input, input_level
+from edge.door.lockout import Lockout
 from edge.kiosk.gates import Gate
 
 log = logging.getLogger(__name__)
@@ -60,6 +32,11 @@ class DoorStatus:
     faults: dict            # input name -> what is wrong
     door_open: bool | None  # None: no door contact wired
     alarm: str | None       # "forced_open" | "held_open" | "lockout" | None
+
+
+def _relayed(name: str) -> property:
+    """A read-only property that reads the relay's own (the Door passes them through)."""
+    return property(lambda self: getattr(self.relay, name), doc=f"The relay's `{name}`.")
 
 
 class DoorGate(Gate):
@@ -87,13 +64,16 @@ class Door:
 
         s = settings if settings is not None else DoorConfig()
         self.relay, self.settings, self.audit = relay, s, audit
-        self.attempt_frames = max(1, int(attempt_frames))
+        self.lockout = Lockout(s, attempt_frames)
+        self.attempt_frames = self.lockout.attempt_frames
         self.clock, self._wait = clock, wait
         self._mutex = threading.RLock()
         factory = pin_factory if pin_factory is not None else getattr(relay, "pin_factory", None)
         bounce = s.debounce_ms / 1000.0
         self.exit_button = self.contact = None
         self.buzzer = self.led = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         try:
             if s.exit_pin is not None:
                 self.exit_button = Input("exit button", s.exit_pin,
@@ -119,36 +99,18 @@ class Door:
         self._open_since: float | None = None
         self._held = False
         self._forced_until: float | None = None  # the forced-open alarm sounds at least until
-        self._lockout_until: float | None = None
-        self._lockout_alarm_until = float("-inf")
-        self._attempts: deque[float] = deque()
-        self._denied_run = 0
-        self._counted = False
         self._last_granted: str | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         for inp in (self.exit_button, self.contact):
             if inp is not None:
                 inp.on_change(lambda active, inp=inp: self._changed(inp, active, edge=True))
         self.poll()
 
-    # -- the relay's interface, for the kiosk ---------------------------------------------
+    # -- the relay's interface, for the kiosk (edge.kiosk.gates.Strike) -------------------
 
-    @property
-    def is_open(self) -> bool:
-        return self.relay.is_open
-
-    @property
-    def pin(self) -> int:
-        return self.relay.pin
-
-    @property
-    def pin_factory(self):
-        return self.relay.pin_factory
-
-    @property
-    def active_high(self) -> bool:
-        return self.relay.active_high
+    is_open = _relayed("is_open")
+    pin = _relayed("pin")
+    pin_factory = _relayed("pin_factory")
+    active_high = _relayed("active_high")
 
     def pulse(self, seconds: float | None = None, by: str = "face") -> float:
         """Unlock (as DoorRelay.pulse), unless an input fault holds the door locked."""
@@ -284,7 +246,7 @@ class Door:
     # -- attempts and lockout ---------------------------------------------------------------
 
     def locked_out(self) -> bool:
-        return self._lockout_until is not None and self.clock() < self._lockout_until
+        return self.lockout.running and self.clock() < self.lockout.until
 
     def refusal(self) -> str | None:
         """Why the door refuses a recognised person now (the gate's answer)."""
@@ -292,28 +254,18 @@ class Door:
             self.poll()
             if self.faults:
                 return "input fault: " + "; ".join(f"{k}: {v}" for k, v in self.faults.items())
-            if self._lockout_until is not None:
-                left = self._lockout_until - self.clock()
+            if self.lockout.running:
+                left = self.lockout.until - self.clock()
                 return (f"locked out after {self.settings.lockout_attempts} refused attempts "
                         f"({left:.0f} s left)")
             return None
 
-    def _refused_attempt(self, now: float, decision) -> None:
+    def _refused_attempt(self, now: float) -> None:
         s = self.settings
         self.buzzer.flash("refused")
         self.led.flash("refused")
-        if s.lockout_attempts <= 0:
-            return
-        while self._attempts and now - self._attempts[0] > s.lockout_window_s:
-            self._attempts.popleft()
-        self._attempts.append(now)
-        n = len(self._attempts)
-        # no audit line of its own: its frames are in the log already, as denied/refused
-        log.info("refused attempt %d of %d within %g s", n, s.lockout_attempts, s.lockout_window_s)
-        if n >= s.lockout_attempts:
-            self._attempts.clear()
-            self._lockout_until = now + s.lockout_s
-            self._lockout_alarm_until = now + s.alarm_s
+        n = self.lockout.attempt(now)
+        if n is not None:
             self._event("lockout", alarm=True, attempts=n, window_s=s.lockout_window_s,
                         lockout_s=s.lockout_s)
 
@@ -323,22 +275,19 @@ class Door:
             now = self.clock()
             event = getattr(decision, "event", None)
             if decision is None:                       # the face left (or no frame)
-                self._denied_run, self._counted = 0, False
+                self.lockout.face_left()
             elif event == "granted":
                 self._last_granted = decision.identity
-                self._denied_run, self._counted = 0, False
+                self.lockout.face_left()
                 self.buzzer.flash("granted")
                 self.led.flash("granted")
             elif event in ("pending", "open"):
-                self._denied_run = 0
+                self.lockout.frame_accepted()
             elif event in ("denied", "refused"):
                 reason = decision.reason or ""
                 ours = reason.startswith(f"{self.gate.name}: ")   # refused by the lockout itself
-                if not ours and self._lockout_until is None and not self.faults:
-                    self._denied_run += 1
-                    if self._denied_run >= self.attempt_frames and not self._counted:
-                        self._counted = True
-                        self._refused_attempt(now, decision)
+                if not ours and not self.faults and self.lockout.frame_refused():
+                    self._refused_attempt(now)
             elif event == "fault":                     # a camera/pipeline fault: show it once
                 self.buzzer.flash("fault")
                 self.led.flash("fault")
@@ -361,8 +310,7 @@ class Door:
                             limit_s=s.held_open_s)
             if self._forced_until is not None and now >= self._forced_until and self._open_since is None:
                 self._forced_until = None
-            if self._lockout_until is not None and now >= self._lockout_until:
-                self._lockout_until = None
+            if self.lockout.expire(now):
                 self._event("lockout_end")
             self._indicate(now)
 
@@ -371,7 +319,7 @@ class Door:
             return "forced_open"
         if self._held:
             return "held_open"
-        if self._lockout_until is not None:
+        if self.lockout.running:
             return "lockout"
         return None
 
@@ -380,7 +328,7 @@ class Door:
         if self.faults:
             buzz = led = "fault"
         else:
-            sounding = alarm in ("forced_open", "held_open") or now < self._lockout_alarm_until
+            sounding = alarm in ("forced_open", "held_open") or now < self.lockout.alarm_until
             buzz = "alarm" if sounding else None
             led = "alarm" if alarm else None
         self.buzzer.hold(buzz)
@@ -389,8 +337,7 @@ class Door:
     def status(self) -> DoorStatus:
         with self._mutex:
             now = self.clock()
-            left = max(0.0, self._lockout_until - now) if self._lockout_until is not None else 0.0
-            return DoorStatus(self._lockout_until is not None, left, dict(self.faults),
+            return DoorStatus(self.lockout.running, self.lockout.left_s(now), dict(self.faults),
                               self._state["door contact"] if self.contact is not None else None,
                               self._alarm(now))
 
