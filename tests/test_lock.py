@@ -145,15 +145,17 @@ def test_close_mid_pulse():
 
 
 def test_context_manager_exception_leaves_locked():
+    relay, clock = fake_relay(17)
     with pytest.raises(RuntimeError):
-        with simulated_relay(17) as relay:
+        with relay:
             relay.pulse(5)
             raise RuntimeError("boom")
-    assert levels(relay)[-1] is False and not relay.is_open
+    assert levels(relay) == [False, True, False] and not relay.is_open
+    assert clock.timers == []          # locked by leaving, not by its timer
 
 
 def test_fail_secure_exception_leaves_locked():
-    relay = simulated_relay(17, active_high=False)
+    relay, _ = fake_relay(17, active_high=False)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(ValueError):
         with fail_secure(relay):
@@ -166,7 +168,7 @@ def test_fail_secure_exception_leaves_locked():
 
 
 def test_signal_handler_in_process():
-    relay = simulated_relay(17)
+    relay, _ = fake_relay(17)
     uninstall = install_signal_handlers(relay)
     try:
         relay.pulse(5)
@@ -186,16 +188,20 @@ def test_signal_handler_in_process():
 
 
 CHILD = textwrap.dedent("""
-    import atexit, sys, time
+    import atexit, signal, sys
     sys.path.insert(0, {repo!r})
-    from edge.door.relay import simulated_relay, install_signal_handlers
-    relay = simulated_relay(17, active_high=False, pulse_s=5.0)
+    from gpiozero.pins.mock import MockFactory
+    from edge.door.relay import DoorRelay, install_signal_handlers
+    from edge.testing import FakeClock
+    clock = FakeClock()              # never advanced: only the signal (or exit) relocks
+    relay = DoorRelay(17, active_high=False, pulse_s=5.0, pin_factory=MockFactory(),
+                      clock=clock, timer=clock.timer)
     pin = relay.pin_factory.pin(17)
     atexit.register(lambda: open({out!r}, "w").write(f"{{pin.state}} {{relay.is_open}}"))
     install_signal_handlers(relay)   # registered after the report, so its atexit runs first
     relay.pulse()
     print("open", pin.state, flush=True)
-    time.sleep(30)
+    signal.pause()                   # until the test's signal
 """)
 
 
