@@ -4,7 +4,8 @@ Every key has a default, so an empty file (or none) is a working configuration. 
 are caught at start-up with a one-line DoorlockError naming the file and the key: an
 unknown key (with a "did you mean"), a wrong type, a value out of range, broken TOML
 (with its line). A typo must never silently fall back to a default on a door lock.
-The shipped, commented example is firmware_config/doorlock.toml.
+The keys are declared in edge/settings.py; the shipped, commented example
+firmware_config/doorlock.toml and docs/configuration.md are written from them.
 """
 
 from __future__ import annotations
@@ -18,192 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from edge.door.relay import MAX_PULSE_S
 from edge.errors import DoorlockError
-from edge.door.relay import BCM_PINS, MAX_PULSE_S
+from edge.settings import (LOG_LEVELS, SECTIONS, AccessConfig, AuditConfig, CameraConfig, DetectorConfig, DoorConfig,
+                           LivenessConfig, LogConfig, MqttConfig, RecognitionConfig, RelayConfig, ScreenConfig,
+                           WiegandConfig, allowed)
 from edge.service.untrusted import TomlLimitError, load_toml, one_line, quote
 
 DEFAULT_CONFIG_PATH = Path("/etc/doorlock/doorlock.toml")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_STRING_CHARS = 4096     # a path's limit on Linux
 
-
-def _key(default, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, optional=False):
-    """A config key: its default and the rule its value must follow.
-
-    kind: "int", "float", "bool", "str", "choice" (one of `choices`), "edgetpu", or
-    "strlist" (a list of strings, kept as a tuple).
-    """
-    return field(default=default, metadata=dict(kind=kind, lo=lo, hi=hi, lo_open=lo_open,
-                                                 choices=choices, optional=optional))
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    source: str = _key("picamera", "str")  # "picamera" | "usb:N" | /dev/videoN | video file
-    width: int = _key(640, "int", lo=16, hi=4096)
-    height: int = _key(480, "int", lo=16, hi=4096)
-    fps: float = _key(15.0, "float", lo=0, hi=120, lo_open=True)
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    model: str = _key("short", "choice", choices=("short", "full"))
-    min_score: float = _key(0.6, "float", lo=0.0, hi=1.0)
-    min_face_px: int = _key(60, "int", lo=8, hi=4096)
-
-
-@dataclass(frozen=True)
-class RecognitionConfig:
-    bundle: str = _key("default", "str")  # the packaged bundle (edge.assets)
-    gallery: str = _key("/var/lib/doorlock/gallery", "str")
-    use_int8: bool = _key(True, "bool")
-    use_edgetpu: bool | str = _key("auto", "edgetpu")
-    flips: bool = _key(True, "bool")
-    threshold_override: float | None = _key(None, "float", optional=True)
-    # chance per attempt that a stranger is let in as anyone enrolled; the per-pair
-    # threshold follows the number of people (default: the bundle's calibrated FAR)
-    target_far: float | None = _key(None, "float", optional=True, lo=1e-7, hi=0.01)
-    consecutive_frames: int = _key(3, "int", lo=1, hi=100)
-    num_threads: int = _key(2, "int", lo=1, hi=64)
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    pin: int = _key(17, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1)
-    active_high: bool = _key(True, "bool")
-    pulse_s: float = _key(3.0, "float", lo=0, hi=MAX_PULSE_S, lo_open=True)
-    max_pulse_s: float = _key(MAX_PULSE_S, "float", lo=0, hi=MAX_PULSE_S, lo_open=True)
-    simulated: bool = _key(False, "bool")
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    path: str = _key("/var/log/doorlock/audit.jsonl", "str")
-    max_bytes: int = _key(1_000_000, "int", lo=1024)
-    backups: int = _key(5, "int", lo=0, hi=1000)
-    keep_debug_images: bool = _key(False, "bool")
-    debug_dir: str = _key("/var/lib/doorlock/kiosk/debug", "str")
-
-
-@dataclass(frozen=True)
-class DoorConfig:
-    """Door I/O beside the relay (edge/door/door.py). Pins unset: not wired."""
-
-    exit_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
-    exit_contact: str = _key("NO", "choice", choices=("NO", "NC"))
-    exit_pull: str = _key("up", "choice", choices=("up", "down", "off"))
-    exit_active_level: str = _key("auto", "choice", choices=("auto", "high", "low"))
-    exit_stuck_s: float = _key(30.0, "float", lo=1, hi=3600)
-    contact_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
-    contact_type: str = _key("NC", "choice", choices=("NO", "NC"))
-    contact_pull: str = _key("up", "choice", choices=("up", "down", "off"))
-    contact_active_level: str = _key("auto", "choice", choices=("auto", "high", "low"))
-    debounce_ms: int = _key(50, "int", lo=0, hi=1000)
-    held_open_s: float = _key(30.0, "float", lo=0, hi=3600, lo_open=True)
-    open_grace_s: float = _key(2.0, "float", lo=0, hi=60)
-    relock_on_close: bool = _key(True, "bool")
-    alarm_s: float = _key(10.0, "float", lo=0, hi=600)
-    buzzer_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
-    buzzer_active_high: bool = _key(True, "bool")
-    led_pin: int | None = _key(None, "int", lo=BCM_PINS.start, hi=BCM_PINS.stop - 1, optional=True)
-    led_active_high: bool = _key(True, "bool")
-    lockout_attempts: int = _key(5, "int", lo=0, hi=100)
-    lockout_window_s: float = _key(60.0, "float", lo=0, hi=86400, lo_open=True)
-    lockout_s: float = _key(120.0, "float", lo=0, hi=86400, lo_open=True)
-
-
-@dataclass(frozen=True)
-class AccessConfig:
-    """Access hours (edge/kiosk/schedule.py); a person's own hours come from the gallery."""
-
-    timezone: str = _key("local", "str")
-    door_hours: tuple = _key((), "strlist")
-    holidays: tuple = _key((), "strlist")
-
-
-@dataclass(frozen=True)
-class ScreenConfig:
-    """The kiosk screen (edge/screen/screen.py)."""
-
-    mode: str = _key("none", "choice", choices=("none", "pygame", "file"))
-    path: str = _key("/var/lib/doorlock/kiosk/screen.avi", "str")
-    width: int = _key(800, "int", lo=160, hi=4096)
-    height: int = _key(480, "int", lo=120, hi=4096)
-    fps: float = _key(15.0, "float", lo=0, hi=60, lo_open=True)
-    fullscreen: bool = _key(True, "bool")
-    driver: str = _key("auto", "str")
-    mirror: bool = _key(True, "bool")
-    hold_s: float = _key(3.0, "float", lo=0, hi=60)
-
-
-@dataclass(frozen=True)
-class LivenessConfig:
-    """The presentation-attack check (edge/kiosk/liveness.py)."""
-
-    strictness: str = _key("normal", "choice", choices=("off", "normal", "strict"))
-    window: int = _key(15, "int", lo=9, hi=300)   # judged frames; 9 = LAG + NEED["strict"]
-    # texture PAD (edge/kiosk/pad.py, MiniFASNet int8): a cue that must pass as well; off by default
-    pad: str = _key("off", "choice", choices=("off", "minifasnet"))
-    pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True)
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """Events, state and Home Assistant discovery over MQTT (edge/building/mqtt.py, docs/mqtt.md)."""
-
-    enabled: bool = _key(False, "bool")
-    host: str = _key("localhost", "str")
-    port: int = _key(1883, "int", lo=1, hi=65535)
-    door_id: str = _key("door", "str")        # in the topics and Home Assistant's ids
-    base_topic: str = _key("", "str")         # "": doorlock/<door_id>
-    client_id: str = _key("", "str")          # "": doorlock-<door_id>
-    qos: int = _key(1, "int", lo=0, hi=2)
-    keepalive_s: int = _key(30, "int", lo=5, hi=3600)
-    tls: bool = _key(False, "bool")
-    ca_file: str = _key("", "str")            # "": the system's CAs
-    cert_file: str = _key("", "str")
-    key_file: str = _key("", "str")
-    username: str = _key("", "str")
-    password_file: str = _key("", "str")
-    queue_size: int = _key(1000, "int", lo=10, hi=100_000)
-    publish_names: bool = _key(False, "bool")
-    publish_scores: bool = _key(False, "bool")
-    discovery: bool = _key(True, "bool")
-    discovery_prefix: str = _key("homeassistant", "str")
-    remote_unlock: bool = _key(False, "bool")
-    remote_unlock_max: int = _key(3, "int", lo=1, hi=100)
-    remote_unlock_window_s: float = _key(60.0, "float", lo=1, hi=86400)
-    hmac_key_file: str = _key("", "str")
-    command_max_age_s: float = _key(30.0, "float", lo=1, hi=600)
-
-
-@dataclass(frozen=True)
-class WiegandConfig:
-    """Reader output to an access-control panel (edge/building/wiegand.py, docs/access-panel.md):
-    a granted person's `card` (gallery info, from the stick) is sent as a Wiegand frame."""
-
-    enabled: bool = _key(False, "bool")
-    bits: int = _key(26, "int", lo=26, hi=34)           # 26 (H10301) or 34 (H10306)
-    data0_pin: int = _key(5, "int", lo=0, hi=27)
-    data1_pin: int = _key(6, "int", lo=0, hi=27)
-    facility: int = _key(0, "int", lo=0, hi=65535)      # for people without their own
-    pulse_us: float = _key(50.0, "float", lo=20, hi=100)
-    interval_ms: float = _key(2.0, "float", lo=0.2, hi=20)
-    active_high: bool = _key(False, "bool")             # True through an inverting transistor
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    level: str = _key("INFO", "choice", choices=LOG_LEVELS)
-
-
-SECTIONS: dict[str, type] = {
-    "camera": CameraConfig, "detector": DetectorConfig, "recognition": RecognitionConfig,
-    "relay": RelayConfig, "audit": AuditConfig, "log": LogConfig,
-    "door": DoorConfig, "access": AccessConfig, "screen": ScreenConfig,
-    "liveness": LivenessConfig, "mqtt": MqttConfig, "wiegand": WiegandConfig,
-}
+__all__ = ["Config", "load_config", "config_from_dict", "SECTIONS", "LOG_LEVELS", "DEFAULT_CONFIG_PATH",
+           "CameraConfig", "DetectorConfig", "RecognitionConfig", "RelayConfig", "AuditConfig", "LogConfig",
+           "DoorConfig", "AccessConfig", "ScreenConfig", "LivenessConfig", "MqttConfig", "WiegandConfig"]
 
 
 @dataclass(frozen=True)
@@ -330,17 +159,6 @@ def _build_section(name: str, values: Mapping[str, Any], where: str):
     return cls(**out)
 
 
-def _allowed(m: Mapping[str, Any]) -> str:
-    lo, hi = m["lo"], m["hi"]
-    if lo is None and hi is None:
-        return "any finite number"
-    if hi is None:
-        return f">= {lo:g}" if not m["lo_open"] else f"> {lo:g}"
-    if m["lo_open"]:
-        return f"{lo:g} < x <= {hi:g}"
-    return f"{lo:g}..{hi:g}"
-
-
 def _check(name: str, value: Any, m: Mapping[str, Any], where: str) -> Any:
     kind = m["kind"]
     if value is None and m["optional"]:
@@ -371,15 +189,15 @@ def _check(name: str, value: Any, m: Mapping[str, Any], where: str) -> Any:
         return tuple(value)
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DoorlockError(bad + f"an integer {_allowed(m)}, got {quote(value)}")
+            raise DoorlockError(bad + f"an integer {allowed(m)}, got {quote(value)}")
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise DoorlockError(bad + f"a number ({_allowed(m)}), got {quote(value)}")
+            raise DoorlockError(bad + f"a number ({allowed(m)}), got {quote(value)}")
         value = float(value)
     lo, hi = m["lo"], m["hi"]
     if ((lo is not None and (value <= lo if m["lo_open"] else value < lo))
             or (hi is not None and value > hi)):
-        raise DoorlockError(f"{where}: {name} = {quote(value)} is out of range (allowed: {_allowed(m)})")
+        raise DoorlockError(f"{where}: {name} = {quote(value)} is out of range (allowed: {allowed(m)})")
     return value
 
 
