@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from edge.__main__ import main
-from edge.tools.bench import HAMILTON_TRUTH_FILE, MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
+from edge.tools.bench import HAMILTON_TRUTH_FILE
 from edge.tools.measure import Truth, identity_counts
+from edge.tools.scaling import MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
 from edge.vision.gallery import Gallery
 
 REPO = Path(__file__).resolve().parents[1]

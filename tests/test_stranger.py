@@ -34,8 +34,9 @@ def setup():
 
 
 def _run(setup, names):
-    from edge.tools.bench import HAMILTON_TRUTH_FILE, Enrolment, enrol_gallery, run_doorlock
+    from edge.tools.bench import HAMILTON_TRUTH_FILE
     from edge.tools.measure import Truth, identity_counts
+    from edge.tools.runs import Enrolment, enrol_gallery, run_doorlock
 
     cfg, parts, people, video = setup
     parts.gallery = enrol_gallery(parts, Enrolment([(n, people[n]) for n in names], "test"))
