@@ -600,3 +600,44 @@ def test_secret_and_tls_files_are_one_line_errors_at_start(tmp_path):
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(DoorlockError, match="mqtt TLS files"):
         tls_context(mqtt_cfg(tls=True, ca_file=str(tmp_path / "junk.pem")))
+
+
+def _password_file(tmp_path, data, name="pass"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    p.chmod(0o600)
+    return p
+
+
+def test_the_password_is_never_read_through_a_symbolic_link(tmp_path):
+    from edge.building.mqtt import read_password
+
+    target = _password_file(tmp_path, b"hunter2\n")
+    link = tmp_path / "mqtt.pass"
+    link.symlink_to(target)
+    assert read_password(str(target)) == "hunter2"
+    with pytest.raises(DoorlockError, match=r"mqtt.password_file .*: cannot read it \(a symbolic link\)"):
+        read_password(str(link))
+    dangling = tmp_path / "dangling.pass"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DoorlockError, match=r"cannot read it \(a symbolic link\)"):
+        read_password(str(dangling))
+    with pytest.raises(DoorlockError) as exc:
+        MqttPublisher(mqtt_cfg(username="door", password_file=str(link)))
+    assert "a symbolic link" in str(exc.value)
+
+
+def test_the_password_file_keeps_its_messages(tmp_path):
+    import os
+
+    from edge.building.mqtt import read_password
+
+    with pytest.raises(DoorlockError, match=r"cannot read it \(No such file or directory\)"):
+        read_password(str(tmp_path / "none"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(DoorlockError, match="must be a regular file not readable by everyone"):
+        read_password(str(fifo))                # and it did not hang
+    assert read_password(str(_password_file(tmp_path, b"p" * 4096))) == "p" * 4096
+    with pytest.raises(DoorlockError, match="expected the password on one line"):
+        read_password(str(_password_file(tmp_path, b"p" * 4097, "long")))

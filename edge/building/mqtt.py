@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import ssl
-import stat
 import threading
 import time
 from collections import deque
 from typing import Any, Callable
 
 from edge.errors import DoorlockError
+from edge.service.fsutil import PrivateFileError, read_private_file
 from edge.building.ha_discovery import discovery_messages, ha_event, topics
 
 log = logging.getLogger(__name__)
@@ -46,21 +45,20 @@ def public_record(record: dict, names: bool = False, scores: bool = False) -> di
 
 
 def read_password(path: str) -> str:
-    """mqtt.password_file: one line, not readable by everyone; DoorlockError otherwise."""
+    """mqtt.password_file: one line, no symbolic link, not readable by everyone;
+    DoorlockError otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise DoorlockError(f"mqtt.password_file {path}: cannot read it ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o007:
+        data = read_private_file(path, 4096)
+    except PrivateFileError as exc:
+        if exc.why in (exc.NOT_REGULAR, exc.EXPOSED):
             raise DoorlockError(f"mqtt.password_file {path}: must be a regular file not "
-                                "readable by everyone (chmod 600)")
-        data = os.read(fd, 4097)
-    finally:
-        os.close(fd)
+                                "readable by everyone (chmod 600)") from None
+        if exc.why == exc.TOO_LARGE:
+            raise DoorlockError(f"mqtt.password_file {path}: expected the password on one line") from None
+        why = "a symbolic link" if exc.why == exc.LINK else exc.strerror
+        raise DoorlockError(f"mqtt.password_file {path}: cannot read it ({why})") from None
     text = data.decode("utf-8", "replace").rstrip("\r\n")
-    if not text or len(data) > 4096 or "\n" in text:
+    if not text or "\n" in text:
         raise DoorlockError(f"mqtt.password_file {path}: expected the password on one line")
     return text
 

@@ -13,7 +13,6 @@ cannot open the door. Every command, done or refused, is one audit line, source 
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import hmac
 import json
@@ -21,7 +20,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from collections import deque
 from typing import Any, Callable
 
 from edge.errors import DoorlockError
+from edge.service.fsutil import PrivateFileError, read_private_file
 
 log = logging.getLogger(__name__)
 
@@ -221,18 +220,15 @@ def write_command_key(path: str | os.PathLike) -> bytes:
 def load_command_key(path: str | os.PathLike) -> bytes:
     """Read a command key; refuses links, non-files, files readable by everyone, bad text."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        why = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-        raise DoorlockError(f"mqtt.hmac_key_file {path}: cannot read the command key ({why})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o007:
+        data = read_private_file(path, 256)
+    except PrivateFileError as exc:
+        if exc.why in (exc.NOT_REGULAR, exc.EXPOSED):
             raise DoorlockError(f"mqtt.hmac_key_file {path}: must be a regular file not readable "
-                                "by everyone (chmod 600)")
-        data = os.read(fd, 257)
-    finally:
-        os.close(fd)
+                                "by everyone (chmod 600)") from None
+        if exc.why != exc.TOO_LARGE:
+            why = "a symbolic link" if exc.why == exc.LINK else exc.strerror
+            raise DoorlockError(f"mqtt.hmac_key_file {path}: cannot read the command key ({why})") from None
+        data = b""   # too large for a key: refused as not one, below
     try:
         header, hexkey = data.decode("ascii").split()
         key = bytes.fromhex(hexkey)

@@ -13,16 +13,14 @@ Standard library only: the administrator's computer needs nothing else to sign.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from edge.errors import DoorlockError
-from edge.service.fsutil import fsync_dir
+from edge.service.fsutil import PrivateFileError, atomic_write_bytes, read_private_file
 
 KEY_BYTES = 32
 HEADER = "doorlock-enrol-key-v1"
@@ -65,56 +63,40 @@ def write_key(path: str | os.PathLike, key: bytes | None = None, force: bool = F
     path = Path(path)
     key = generate_key() if key is None else key
     text = encode_key(key).encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # its faults are not "a key is already there"
     if path.exists() or path.is_symlink():
         if not force:
             raise EnrolKeyError(f"{path}: a key is already there (keep it: sticks signed with it "
                                 "stop working if it is replaced; use --force to replace it)")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if someone created `path` meanwhile: never clobber a key
-            os.unlink(tmp)
+    try:  # never clobber a key someone created meanwhile, unless `force`
+        atomic_write_bytes(path, text, mode=0o600, overwrite=force)
     except FileExistsError:
-        Path(tmp).unlink(missing_ok=True)
         raise EnrolKeyError(f"{path}: a key is already there (use --force to replace it)") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
     return key
+
+
+def _refused(path: Path, exc: PrivateFileError) -> str:
+    if exc.why == exc.MISSING:
+        return f"{path}: no enrolment key (make one with `python -m edge keygen --out {path}`)"
+    if exc.why == exc.LINK:
+        return f"{path}: the enrolment key must not be a symbolic link"
+    if exc.why == exc.NOT_REGULAR:
+        return f"{path}: the enrolment key is not a regular file"
+    if exc.why == exc.EXPOSED:
+        return (f"{path}: the enrolment key is readable by everyone "
+                f"(chmod 600 {path}, or 640 with group doorlock-enrol)")
+    if exc.why == exc.TOO_LARGE:
+        return f"{path}: not a doorlock enrolment key file"
+    return f"{path}: cannot read the enrolment key ({exc.strerror})"
 
 
 def load_key(path: str | os.PathLike = DEFAULT_KEY_PATH) -> bytes:
     """Read a key file; refuses symlinks, non-files, world-readable files, bad contents."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise EnrolKeyError(f"{path}: no enrolment key (make one with `python -m edge keygen "
-                            f"--out {path}`)") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise EnrolKeyError(f"{path}: the enrolment key must not be a symbolic link") from None
-        raise EnrolKeyError(f"{path}: cannot read the enrolment key ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise EnrolKeyError(f"{path}: the enrolment key is not a regular file")
-        if st.st_mode & 0o007:
-            raise EnrolKeyError(f"{path}: the enrolment key is readable by everyone "
-                                f"(chmod 600 {path}, or 640 with group doorlock-enrol)")
-        data = os.read(fd, _MAX_KEY_FILE + 1)
-    finally:
-        os.close(fd)
+        data = read_private_file(path, _MAX_KEY_FILE)
+    except PrivateFileError as exc:
+        raise EnrolKeyError(_refused(path, exc)) from None
     try:
         header, hexkey = data.decode("ascii").split()
         key = bytes.fromhex(hexkey)

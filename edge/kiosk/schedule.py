@@ -49,6 +49,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import DoorlockError
 from edge.kiosk.gates import Gate
+from edge.service.fsutil import utc_now
 from edge.service.untrusted import quote
 
 log = logging.getLogger(__name__)
@@ -279,10 +280,6 @@ def zone(name: str) -> tzinfo:
                          "or \"local\")") from None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class AccessHoursGate(Gate):
     """Refuses a recognised person outside their own hours, the door's hours or on a holiday.
 
@@ -294,7 +291,7 @@ class AccessHoursGate(Gate):
 
     def __init__(self, people: Mapping[str, Mapping] | Callable[[], Mapping[str, Mapping]],
                  door_hours: Any = (), holidays: Iterable[str] = (), tz: str | tzinfo = "local",
-                 *, now: Callable[[], datetime] = _utc_now, not_before: date | None = None,
+                 *, now: Callable[[], datetime] = utc_now, not_before: date | None = None,
                  audit=None):
         self._people = people
         self.door_hours = parse_hours(list(door_hours) if not isinstance(door_hours, str) else door_hours)

@@ -34,17 +34,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from edge.errors import DoorlockError
-from edge.service.fsutil import fsync_dir
+from edge.service.fsutil import fsync_dir, utc_now
 
 log = logging.getLogger(__name__)
 
 EVENTS = ("granted", "denied", "unknown", "pending", "open", "fault", "start", "stop")
 _EVENT_RE = re.compile(r"[a-z][a-z0-9_]*\Z")  # the usual EVENTS, or any other such word
 _STANDARD = ("time", "event", "identity", "z", "latency_ms")
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _iso(t: datetime) -> str:
@@ -73,7 +69,7 @@ class AuditLog:
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = 1_000_000, backups: int = 5,
                  keep_debug_images: bool = False, debug_dir: str | os.PathLike | None = None,
-                 *, now: Callable[[], datetime] = _utc_now,
+                 *, now: Callable[[], datetime] = utc_now,
                  listeners: list[Callable[[dict], None]] | None = None):
         if max_bytes < 0 or backups < 0:
             raise ValueError("max_bytes and backups must be >= 0")

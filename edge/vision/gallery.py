@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 from edge.vision.bundle import utc_now
 from edge.errors import DoorlockError
-from edge.service.fsutil import fsync_dir
+from edge.service.fsutil import atomic_write_bytes, fsync_dir
 
 SCHEMA = "doorlock-gallery"
 VERSION = 1
@@ -105,30 +104,14 @@ def _keep_previous(path: Path, tmp_prefix: str) -> None:
 
 
 def _write_generation(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), FILE_MODE)
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            _checkpoint("temp-partial")
-            f.write(data[half:])
-            f.flush()
-            _checkpoint("temp-written")
-            os.fsync(f.fileno())
-        _checkpoint("temp-synced")
+    def keep_previous(tmp: str) -> None:
         if _intact(path):  # a damaged current file is not worth keeping over a good .prev
             _keep_previous(path, tmp[:-len(".tmp")] + ".")
             fsync_dir(path.parent)
             _checkpoint("prev-synced")
-        os.replace(tmp, path)
-        _checkpoint("renamed")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    _checkpoint("done")
+
+    atomic_write_bytes(path, data, FILE_MODE, suffix=".tmp", before_replace=keep_previous,
+                       checkpoint=_checkpoint)
 
 
 def _intact(path: Path) -> bool:
