@@ -94,6 +94,14 @@ if [ ! -e "$etc/doorlock.toml" ]; then
     install -m 0644 "$src/firmware_config/doorlock.toml" "$etc/doorlock.toml"
 else
     echo "   keeping $etc/doorlock.toml (the shipped one: $prefix/firmware_config/doorlock.toml)"
+    # Earlier versions had the default bundle in a folder of the checkout, models/default; it is
+    # now packaged in edge and named "default". Only that exact line changes; a copy is kept.
+    old_bundle='^([[:space:]]*bundle[[:space:]]*=[[:space:]]*)"models/default"([[:space:]]*(#.*)?)$'
+    if grep -Eq "$old_bundle" "$etc/doorlock.toml"; then
+        cp -p "$etc/doorlock.toml" "$etc/doorlock.toml.bak"
+        sed -E -i "s|$old_bundle|\\1\"default\"\\2|" "$etc/doorlock.toml"
+        echo "   recognition.bundle \"models/default\" is now the packaged \"default\" (the old file: doorlock.toml.bak)"
+    fi
 fi
 if [ ! -e "$etc/enrol.key" ]; then
     if [ -n "$root" ]; then py="${PYTHON:-python3}"; else py="$prefix/.venv/bin/python"; fi

@@ -355,3 +355,28 @@ def test_enrol_script_end_to_end_with_stand_in_system_tools(tmp_path, shared):
     assert r.returncode == 2 and "already applied" in r.stderr
     assert not any("reload" in c for c in log.read_text().splitlines())
     assert "REFUSED" in (run_dir / "stick" / "doorlock" / "report.txt").read_text()
+
+
+def test_install_script_moves_an_old_config_to_the_packaged_bundle(tmp_path):
+    """An update keeps the administrator's doorlock.toml; a bundle line from before the
+    bundle was packaged ("models/default", a folder that is gone) is rewritten to "default",
+    with the old file kept beside it, and nothing else in the file changes."""
+    root = tmp_path / "pi"
+    (root / "boot" / "firmware").mkdir(parents=True)
+    (root / "boot" / "firmware" / "config.txt").write_text("[all]\n")
+    etc = root / "etc" / "doorlock"
+    etc.mkdir(parents=True)
+    shipped = (FW / "doorlock.toml").read_text()
+    assert shipped.count('\nbundle = "default"\n') == 1
+    old = shipped.replace('\nbundle = "default"\n', '\nbundle = "models/default"   # as installed\n')
+    old = old.replace("consecutive_frames = 3", "consecutive_frames = 4")  # the administrator's
+    (etc / "doorlock.toml").write_text(old)
+    r = subprocess.run(["bash", str(FW / "install.sh"), "--root", str(root)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr
+    assert 'recognition.bundle "models/default" is now the packaged "default"' in r.stdout
+    assert (etc / "doorlock.toml.bak").read_text() == old
+    now = (etc / "doorlock.toml").read_text()
+    assert now == old.replace('bundle = "models/default"   # as installed', 'bundle = "default"   # as installed')
+    cfg = load_config(etc / "doorlock.toml")
+    assert cfg.recognition.bundle == "default" and cfg.recognition.consecutive_frames == 4
