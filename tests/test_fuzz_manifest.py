@@ -16,6 +16,7 @@ import json
 import random
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -221,7 +222,7 @@ def test_fuzzed_manifests_through_authenticate_and_sign(door):
 def test_fuzzed_config_files_give_one_line(tmp_path):
     """doorlock.toml goes through the same bounded TOML reading: one-line errors only."""
     rng = random.Random(SEED + 2)
-    shipped = (stick.Path(__file__).resolve().parents[1] / "firmware_config" / "doorlock.toml").read_bytes()
+    shipped = (Path(__file__).resolve().parents[1] / "firmware_config" / "doorlock.toml").read_bytes()
     p = tmp_path / "doorlock.toml"
     for n in range(150):
         raw = mutate(rng, shipped[:rng.randint(0, len(shipped))])

@@ -841,7 +841,7 @@ def test_read_error_mid_enrolment_changes_nothing(tmp_path, door, faces, monkeyp
         if target.endswith("biden2.jpg"):
             raise OSError(errno.EIO, "Input/output error")
         return real_read(fd, n)
-    monkeypatch.setattr(stick.os, "read", failing_read)
+    monkeypatch.setattr(os, "read", failing_read)
     report = door.enrol(root)
     refused(report, "stick removed or unreadable while reading p/biden2.jpg", "Input/output error")
     door.assert_untouched()

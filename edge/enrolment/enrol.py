@@ -18,6 +18,8 @@ import numpy as np
 from edge.vision.align import align_blazeface, align_detected, aligned_by_mesh
 from edge.vision.detect import FaceDetector
 from edge.vision.embed import FeatureNet
+from edge.enrolment.images import MAX_PHOTO_BYTES, decode_photo
+from edge.enrolment.manifest import PhotoRejected
 from edge.errors import DoorlockError
 from edge.service.fsutil import read_regular_fd
 
@@ -73,11 +75,9 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
 
 def read_enrol_photo(path: str | Path) -> np.ndarray:
     """RGB array of a photo offered for enrolment (`edge enrol --photo`), with the checks
-    a USB stick's photo gets (edge/enrolment/stick.py): a regular file (never a FIFO or device) of
+    a USB stick's photo gets (edge/enrolment/images.py): a regular file (never a FIFO or device) of
     at most 20 MiB, a complete JPEG or PNG whose header declares at most 40 megapixels,
     checked before anything is decoded. EnrolError with the reason otherwise."""
-    from edge.enrolment.stick import MAX_PHOTO_BYTES, PhotoRejected, decode_photo
-
     path = Path(path)
     data = _read_regular_file(path, MAX_PHOTO_BYTES)
     try:
