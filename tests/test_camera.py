@@ -12,6 +12,7 @@ from edge.vision import camera
 from edge.vision.camera import (Camera, PiCamera, ReconnectingCamera, USBCamera, VideoFileCamera,
                          open_camera)
 from edge.errors import DoorlockError
+from edge.testing import FakeClock, FramesCamera
 
 W, H = 64, 48
 
@@ -70,18 +71,12 @@ def test_loop(ramp):
 
 
 def test_realtime_paces_and_drops_late_frames(ramp):
-    t = [100.0]
-    slept = []
-
-    def sleep(s):
-        slept.append(s)
-        t[0] += s
-
-    cam = VideoFileCamera(ramp, realtime=True, clock=lambda: t[0], sleep=sleep)
-    assert index_of(cam.read()) == 0 and slept == []
-    assert index_of(cam.read()) == 1 and slept == [pytest.approx(0.1)]  # early: waits
-    t[0] += 0.25  # the caller was slow: now at 0.35 s, frame 3 is on screen
-    assert index_of(cam.read()) == 3 and len(slept) == 1
+    t = FakeClock(100.0)
+    cam = VideoFileCamera(ramp, realtime=True, clock=t, sleep=t.skip)
+    assert index_of(cam.read()) == 0 and t.skipped == []
+    assert index_of(cam.read()) == 1 and t.skipped == [pytest.approx(0.1)]  # early: waits
+    t.advance(0.25)  # the caller was slow: now at 0.35 s, frame 3 is on screen
+    assert index_of(cam.read()) == 3 and len(t.skipped) == 1
     cam.close()
 
 
@@ -204,56 +199,27 @@ def test_picamera_with_fake_module(monkeypatch):
     assert calls[-2:] == ["stop", "close"]
 
 
-class FlakyCamera(Camera):
-    """Gives `good` frames, then fails reads."""
-
-    def __init__(self, good):
-        self.good, self.closed = good, False
-
-    def read(self):
-        if self.good > 0:
-            self.good -= 1
-            return np.zeros((2, 2, 3), np.uint8)
-        return None
-
-    def close(self):
-        self.closed = True
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, s):
-        self.sleeps.append(s)
-        self.now += s
-
-
 def test_reconnecting_camera_backoff_and_recovery(caplog):
-    ft = FakeTime()
+    ft = FakeClock()
     opens = []  # (time, outcome) of each attempt
     plan = ["fail", "fail", "fail", 2, 5]  # three failed opens, then cameras with 2 and 5 frames
     made = []
 
     def factory():
         what = plan.pop(0)
-        opens.append((ft.now, what))
+        opens.append((ft.now(), what))
         if what == "fail":
             raise DoorlockError("cannot open USB camera 0")
-        made.append(FlakyCamera(what))
+        made.append(FramesCamera(np.zeros((2, 2, 3), np.uint8), what))   # then reads fail
         return made[-1]
 
     cam = ReconnectingCamera(factory, backoff_initial=0.5, backoff_max=1.5,
-                             clock=ft.clock, sleep=ft.sleep, poll_s=0.1)
+                             clock=ft, sleep=ft.skip, poll_s=0.1)
     frames = []
     with caplog.at_level(logging.WARNING, logger="edge.vision.camera"):
         for _ in range(200):
             frames.append(cam.read())
-            if len(opens) == 5 and frames[-1] is None and made[-1].good == 0:
+            if len(opens) == 5 and frames[-1] is None and made[-1].remaining == 0:
                 break
     # open times: 0, +0.5, +1.0, +1.5 (capped), then after the read failure +0.5 (reset)
     times = [t for t, _ in opens]
@@ -262,7 +228,7 @@ def test_reconnecting_camera_backoff_and_recovery(caplog):
     assert cam.attempts == 5
     assert sum(f is not None for f in frames) == 7
     assert made[0].closed  # the failed camera was closed before reopening
-    assert max(ft.sleeps) <= 0.1 + 1e-12  # never blocks the caller for long
+    assert max(ft.skipped) <= 0.1 + 1e-12  # never blocks the caller for long
     assert cam.faults == 5 and "no frame" in cam.last_error
     assert sum("camera fault" in r.message for r in caplog.records) == 5
     cam.close()
@@ -270,13 +236,13 @@ def test_reconnecting_camera_backoff_and_recovery(caplog):
 
 
 def test_reconnecting_camera_read_exception():
-    ft = FakeTime()
+    ft = FakeClock()
 
     class Boom(Camera):
         def read(self):
             raise RuntimeError("usb disconnect")
 
-    cam = ReconnectingCamera(Boom, clock=ft.clock, sleep=ft.sleep)
+    cam = ReconnectingCamera(Boom, clock=ft, sleep=ft.skip)
     assert cam.read() is None
     assert "usb disconnect" in cam.last_error and not cam.connected
-    assert cam.read() is None and ft.sleeps == [0.1]
+    assert cam.read() is None and ft.skipped == [0.1]

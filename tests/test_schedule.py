@@ -220,7 +220,7 @@ def test_local_zone_follows_tz(monkeypatch):
 
 def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.vision.camera import Camera
+    from edge.testing import FramesCamera
     from edge.kiosk.gates import Decision
     from edge.door.relay import simulated_relay
     from edge.vision.match import Match
@@ -235,22 +235,9 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     parts = load_models(cfg, empty_gallery=True)
     parts.gallery.add("ada", np.ones((1, 128), np.float32), hours="Mon-Fri 07:00-19:00")
 
-    class Cam(Camera):
-        n = 0
-
-        def read(self):
-            self.n += 1
-            if self.n > 2:
-                self.finished = True
-                return None
-            return np.zeros((48, 64, 3), np.uint8)
-
-        def close(self):
-            pass
-
     audit = AuditLog(tmp_path / "audit.jsonl")
     relay = simulated_relay(pulse_s=1)
-    kiosk = build_kiosk(cfg, Cam(), relay, parts, audit)
+    kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), 2), relay, parts, audit)
     kiosk._judge = lambda frame: Match("ada", "ada", 0.1, True)
     hours = next(g for g in kiosk.gates if g.name == "hours")
     assert hours.not_before >= date(2026, 11, 23)          # build date / the bundle's date

@@ -201,13 +201,23 @@ def test_fake_clock_sleepers_wake_only_when_time_reaches_them():
     t.start()
     assert clock.wait_for_sleepers(1)
     clock.advance(4.9)
-    assert not woke.wait(0.05) and clock.sleepers == 1
+    assert clock.sleepers == 1 and not woke.is_set()   # advance dequeues whom it wakes, at once
     clock.advance(0.1)
     t.join(5)
     assert woke.is_set() and clock.sleepers == 0
     ev = threading.Event()
     ev.set()
     assert clock.wait(ev, 10) is True and clock.wait(threading.Event(), 0) is False
+
+
+def test_fake_clock_skip_is_a_sleep_that_moves_time_itself():
+    clock = FakeClock(1.0)
+    fired = []
+    clock.timer(0.5, lambda: fired.append(clock.now())).start()
+    clock.skip(0.75)                  # in this thread: `sleep` would wait for an advance
+    assert clock.now() == 1.75 and clock.skipped == [0.75] and fired == [1.5]
+    clock.advance(1)
+    assert clock.skipped == [0.75] and clock.now() == 2.75   # an advance is no skip
 
 
 # --- FakeSystemd ---------------------------------------------------------------------------

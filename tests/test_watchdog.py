@@ -13,7 +13,7 @@ import pytest
 
 from edge.kiosk.gates import Decision
 from edge.service.watchdog import GalleryReloader, Notifier, Watchdog
-from edge.testing import FakeSystemd, FramesCamera
+from edge.testing import FakeClock, FakeSystemd, FramesCamera
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "edge" / "models" / "default"
@@ -86,15 +86,15 @@ def test_a_vanished_socket_never_stops_the_lock(tmp_path):
 
 
 def test_only_healthy_frames_ping(systemd):
-    t = {"now": 0.0}
+    t = FakeClock()
     w = Watchdog(Notifier({"NOTIFY_SOCKET": systemd.address}), status_every_s=5.0,
-                 clock=lambda: t["now"], describe=lambda: f"at {t['now']:.0f}")
+                 clock=t, describe=lambda: f"at {t.now():.0f}")
     frame = np.zeros((4, 4, 3), np.uint8)
     w(frame, None, None)                      # a frame without a face: healthy
     w(frame, None, _decision("denied"))       # judged: healthy
     w(frame, None, _decision("fault"))        # a fault in a stage: no ping
     w(None, None, None)                       # no frame from the camera: no ping
-    t["now"] = 6.0
+    t.advance(6.0)
     w(frame, None, _decision("granted"))
     got = systemd.receive(timeout=1)
     assert [m for m in got if "WATCHDOG" in m] == [{"WATCHDOG": "1"}] * 3

@@ -56,8 +56,8 @@ class FakeClock:
     """Fake monotonic time: `clock()` / `now()` read it, `advance(s)` moves it.
 
     Pass `clock` where code takes `clock=time.monotonic`, `clock.timer` where it takes a
-    threading.Timer-like factory, `clock.sleep` for `time.sleep` and `clock.wait` for
-    `threading.Event.wait`.
+    threading.Timer-like factory, `clock.sleep` for `time.sleep` in the code's own threads
+    (`clock.skip` in the test's thread) and `clock.wait` for `threading.Event.wait`.
     """
 
     poll_s = 0.005   # how often a blocked `wait` re-checks its event (Event.set() cannot notify us)
@@ -68,6 +68,7 @@ class FakeClock:
         self._timers: list[FakeTimer] = []
         self._sleepers: list[_Sleeper] = []
         self._seq = itertools.count()
+        self.skipped: list[float] = []   # what `skip` was asked for, in order
 
     def now(self) -> float:
         return self._now
@@ -154,6 +155,13 @@ class FakeClock:
             self._cond.notify_all()
             while not s.woken:
                 self._cond.wait()
+
+    def skip(self, seconds: float) -> None:
+        """time.sleep for code that sleeps in the test's own thread, where `sleep` would
+        wait for an `advance` that never comes: records `seconds` in `skipped`, then
+        advances by them (timers due fire here, as in `advance`)."""
+        self.skipped.append(seconds)
+        self.advance(seconds)
 
     @property
     def sleepers(self) -> int:
