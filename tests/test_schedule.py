@@ -220,10 +220,9 @@ def test_local_zone_follows_tz(monkeypatch):
 
 def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     from edge.app import build_kiosk, close_kiosk, load_models
-    from edge.testing import FramesCamera
+    from edge.testing import FramesCamera, ScriptedDetector, ScriptedEmbedder, ScriptedMatcher, face_at
     from edge.kiosk.gates import Decision
     from edge.door.relay import simulated_relay
-    from edge.vision.match import Match
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
@@ -231,14 +230,16 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
                                             "consecutive_frames": 1},
                             "relay": {"simulated": True},
                             "access": {"timezone": "Europe/Berlin"},
-                            "liveness": {"strictness": "off"}}, "test")   # _judge is scripted: no face seen
+                            "liveness": {"strictness": "off"}}, "test")   # recognition is scripted: no live face
     parts = load_models(cfg, empty_gallery=True)
     parts.gallery.add("ada", np.ones((1, 128), np.float32), hours="Mon-Fri 07:00-19:00")
 
     audit = AuditLog(tmp_path / "audit.jsonl")
     relay = simulated_relay(pulse_s=1)
-    kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), 2), relay, parts, audit)
-    kiosk._judge = lambda frame: Match("ada", "ada", 0.1, True)
+    kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), 2), relay, parts, audit,
+                        matcher=ScriptedMatcher(["ada", "ada"]))
+    kiosk.detector = ScriptedDetector([face_at(10, 5, 50, 45)] * 2)
+    kiosk.featurenet = ScriptedEmbedder(size=parts.featurenet.size[0])
     hours = next(g for g in kiosk.gates if g.name == "hours")
     assert hours.not_before >= date(2026, 11, 23)          # build date / the bundle's date
     hours.not_before = OLD                                 # (the test's dates stay valid)
