@@ -70,6 +70,20 @@ class Config:
                 data[name] = {**data[name], **values}
         return _build(data, "overrides", path=self.path)
 
+    def with_options(self, *, camera: str | None = None, bundle: str | None = None,
+                     gallery: str | None = None, simulated: bool = False) -> "Config":
+        """The command line's --camera, --bundle, --gallery and --simulate (shared by run,
+        enrol and bench): a copy with those given set, validated like the file."""
+        sections: dict[str, dict[str, Any]] = {}
+        if camera:
+            sections["camera"] = {"source": camera}
+        recognition = {k: v for k, v in (("bundle", bundle), ("gallery", gallery)) if v}
+        if recognition:
+            sections["recognition"] = recognition
+        if simulated:
+            sections["relay"] = {"simulated": True}
+        return self.replace(**sections) if sections else self
+
     def override(self, *assignments: str) -> "Config":
         """A copy with command-line `section.key=value` assignments applied; the value is
         read as TOML (18, 2.5, true, "x") or else taken as a bare string."""

@@ -237,3 +237,12 @@ def test_cli_gives_one_line_for_a_nested_config(tmp_path):
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and "nested more than" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_command_line_options_change_only_what_was_given():
+    cfg = config_from_dict({}, "defaults")
+    assert cfg.with_options() is cfg
+    got = cfg.with_options(camera="clip.mp4", gallery="/tmp/g", simulated=True)
+    assert (got.camera.source, got.recognition.gallery, got.relay.simulated) == ("clip.mp4", "/tmp/g", True)
+    assert got.recognition.bundle == cfg.recognition.bundle and got.camera.width == cfg.camera.width
+    assert got.path == cfg.path and cfg.relay.simulated is False   # a copy; the original stays

@@ -21,8 +21,7 @@ def cmd_enrol(args) -> int:
     from edge.vision.gallery import Gallery, GalleryError, featurenet_fingerprint, gallery_lock, load_gallery
 
     cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
-    if args.bundle:
-        cfg = cfg.replace(recognition={"bundle": args.bundle})
+    cfg = cfg.with_options(bundle=args.bundle)
     gpath = gallery_file(args.gallery or cfg.recognition.gallery)
     parts = load_models(cfg, empty_gallery=True)
     fp = featurenet_fingerprint(parts.bundle)
@@ -83,8 +82,7 @@ def cmd_enrol_stick(args) -> int:
         return 0 if ok else 1
     key = load_key(args.key)
     cfg = load_config(args.config) if args.config else config_from_dict({}, "defaults")
-    if args.bundle:
-        cfg = cfg.replace(recognition={"bundle": args.bundle})
+    cfg = cfg.with_options(bundle=args.bundle)
     gpath = gallery_file(args.gallery or cfg.recognition.gallery)
     parts = load_models(cfg, empty_gallery=True)
 

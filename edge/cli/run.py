@@ -68,14 +68,8 @@ def cmd_run(args) -> int:
     if demo:
         write_sample_video(workdir / "sample.avi")
         print(f"demo: sample video, simulated relay, audit log in {workdir}", flush=True)
-    if args.camera:
-        cfg = cfg.replace(camera={"source": args.camera})
-    if args.bundle:
-        cfg = cfg.replace(recognition={"bundle": args.bundle})
-    if args.gallery:
-        cfg = cfg.replace(recognition={"gallery": args.gallery})
-    if args.simulate:
-        cfg = cfg.replace(relay={"simulated": True})
+    cfg = cfg.with_options(camera=args.camera, bundle=args.bundle, gallery=args.gallery,
+                           simulated=args.simulate)
     logging.basicConfig(level=getattr(logging, cfg.log.level), format="%(levelname)s %(name)s: %(message)s")
 
     relay = make_relay(cfg)  # locked from here on, until every way out

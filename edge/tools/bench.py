@@ -80,11 +80,8 @@ def make_plan(args) -> Plan:
     cfg = load_config(args.config) if args.config else config_from_dict({}, "bench defaults")
     if args.set:
         cfg = cfg.override(*args.set)
-    if args.bundle:
-        cfg = cfg.replace(recognition={"bundle": args.bundle})
-    if args.gallery:
-        cfg = cfg.replace(recognition={"gallery": args.gallery})
-    cfg = cfg.replace(relay={"simulated": True})  # a benchmark never drives the door
+    cfg = cfg.with_options(bundle=args.bundle, gallery=args.gallery,
+                           simulated=True)  # a benchmark never drives the door
     out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / time.strftime("doorlock-bench-%Y%m%d-%H%M%S")
 
     enrolment = truth = None
