@@ -1,21 +1,26 @@
 """`python -m converter ...`: the desktop side of doorlock (needs TensorFlow).
 
-Every fault a user can cause (a bad file, a missing folder) ends in one line on stderr
-and exit status 2, never a traceback.
+The parser and the dispatch; the commands are in cli_bundle.py and cli_train.py. Every
+fault a user can cause (a bad file, a missing folder) ends in one line on stderr and exit
+status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
 from edge.errors import DoorlockError
 
+from .cli_bundle import (cmd_add_modelnet, cmd_build_default, cmd_build_dlib, cmd_build_featurenet,
+                         cmd_build_pad, cmd_calibrate, cmd_inspect, cmd_lfw_eval, cmd_openset)
+from .cli_train import cmd_eval, cmd_features, cmd_train
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FACES = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared")) / "data/faces/glint_celebs"
+DEFAULT_LFW = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared")) / "data/faces/lfw"
 
 
 def _quiet_tensorflow() -> None:
@@ -38,279 +43,6 @@ def _quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def cmd_build_featurenet(args) -> int:
-    from .build import build_featurenet_bundle, format_quality
-
-    bundle = build_featurenet_bundle(
-        out=Path(args.out), faces=Path(args.faces), weights=args.weights,
-        calib_count=args.calibration_count, eval_count=args.eval_count, seed=args.seed,
-        overwrite=args.overwrite, latency_runs=args.latency_runs,
-        command="python -m converter " + shlex.join(sys.argv[1:]),
-        log=lambda m: print(m, file=sys.stderr), arch=args.arch)
-    print(f"wrote bundle {bundle.path}")
-    print(format_quality(bundle.metadata["quality"]))
-    return 0
-
-
-def cmd_inspect(args) -> int:
-    import json
-
-    from edge.vision.bundle import load_bundle
-
-    bundle = load_bundle(args.bundle)
-    meta = dict(bundle.metadata)
-    print(f"{bundle.path}: verified ({len(meta['files'])} files, schema {meta['schema_version']})")
-    fn = meta["featurenet"]
-    for key in ("architecture", "source", "licence", "training_data"):
-        if fn.get(key):
-            print(f"featurenet {key.replace('_', ' ')}: {fn[key]}")
-    print(f"featurenet input: {fn['input_size'][0]}x{fn['input_size'][1]} {fn['colour_order']}, template "
-          f"{fn['alignment_template'].get('source', '?')}")
-    t = dict(meta["threshold"])
-    if isinstance(t.get("table"), dict):
-        tab = t.pop("table")
-        t["table"] = f"{len(tab['far'])} FARs, {tab['far'][0]:g} .. {tab['far'][-1]:g}"
-    t.pop("calibration", None)
-    print(json.dumps({"created_at": meta["created_at"], "d": meta["d"], "threshold": t,
-                      "matcher": meta["matcher"]}, indent=2))
-    return 0
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
-def _command() -> str:
-    return "python -m converter " + shlex.join(sys.argv[1:])
-
-
-def _features(args):
-    from .features import dataset_features
-
-    return dataset_features(Path(args.faces), cache=args.cache, per_identity=args.per_identity,
-                            progress=not args.quiet, log=_log)
-
-
-def _model_config(args, encoding=None):
-    from .modelnet import ModelNetConfig
-
-    try:
-        return ModelNetConfig(m=args.m, encoding=encoding or args.encoding, hidden=tuple(args.layers),
-                              keep_prob=args.keep_prob, match_mean=args.targets[0],
-                              nonmatch_mean=args.targets[1], target_std=args.target_std,
-                              first_layer=args.first_layer)
-    except ValueError as exc:
-        raise DoorlockError(str(exc)) from None
-
-
-def _train_config(args, **over):
-    from .train import TrainConfig
-
-    keys = ("P", "K", "epochs", "steps_per_epoch", "lr", "lr_decay", "decay_steps", "weight_decay",
-            "delta_l2", "hard_pairs", "patience", "seed")
-    return TrainConfig(**{k: getattr(args, k) for k in keys}, **over)
-
-
-def cmd_features(args) -> int:
-    fs = _features(args)
-    print(f"{len(fs)} images of {len(fs.names)} people, d={fs.d}; computed in "
-          f"{fs.info.get('seconds', '?')} s ({fs.info.get('per_image_ms', '?')} ms per chip)")
-    return 0
-
-
-def cmd_train(args) -> int:
-    import json
-
-    import numpy as np
-
-    from .modelnet import weights_npz_dict
-    from .pairs import identity_folds
-    from .train import Trainer
-
-    fs = _features(args)
-    mc, tc = _model_config(args), _train_config(args)
-    if args.val_people:
-        counts = fs.identity_counts()
-        if args.val_people >= len(counts) - 1:
-            raise DoorlockError(f"--val-people {args.val_people} leaves too few of {len(counts)} people to train on")
-        val_names = identity_folds(counts, max(2, round(len(counts) / args.val_people)), args.seed)[0]
-        train_names = [n for n in fs.names if n not in val_names]
-        train, val = fs.subset(train_names), fs.subset(val_names)
-        _log(f"training on {len(train_names)} people, early stopping on {len(val_names)}: {', '.join(val_names)}")
-    else:
-        train, val = fs, None
-        _log(f"training on all {len(fs.names)} people for {tc.epochs} epochs (no validation people)")
-    out = Path(args.out)
-    if args.finetune_featurenet:
-        from .finetune import finetune
-
-        if args.checkpoints or args.resume:
-            raise DoorlockError("--finetune-featurenet keeps no checkpoints (drop --checkpoints/--resume)")
-        res, fnet = finetune(Path(args.faces), train, val, mc, tc, head_lr_scale=args.head_lr_scale,
-                             cache=args.cache, progress=not args.quiet, log=_log)
-        out.mkdir(parents=True, exist_ok=True)
-        fnet.save(out / "featurenet_finetuned.keras")
-        _log(f"wrote {out / 'featurenet_finetuned.keras'}")
-    else:
-        res = Trainer(mc, tc, checkpoint_dir=args.checkpoints, progress=not args.quiet, log=_log).fit(
-            train, val, resume=args.resume)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "modelnet_weights.npz", **weights_npz_dict(res.weights))
-    (out / "train.json").write_text(json.dumps({
-        "command": _command(), "model_config": mc.to_dict(), "train_config": tc.to_dict(),
-        "summary": res.summary(), "history": res.history,
-        "train_people": train.names, "val_people": val.names if val is not None else []}, indent=1))
-    print(f"wrote {out / 'modelnet_weights.npz'} and {out / 'train.json'} "
-          f"(best epoch {res.best_epoch}" + (f", validation TAR {res.best_val:.4f}" if res.best_val else "") + ")")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from .evaluate import EvalConfig, identity_fold_evaluation, pairlist_evaluation, write_report
-    from .pairs import read_pairs_csv, read_pairs_txt
-
-    if not (args.faces_folds or args.pairs_csv or args.pairs_txt or args.reuse_folds):
-        raise DoorlockError("nothing to evaluate: give --faces-folds, --pairs-csv and/or --pairs-txt")
-    glint = None
-    if args.reuse_folds:
-        import json
-
-        try:
-            glint = json.loads(Path(args.reuse_folds).read_text())["glint"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DoorlockError(f"{args.reuse_folds}: not a results.json of an earlier eval ({exc})") from None
-        if not glint:
-            raise DoorlockError(f"{args.reuse_folds}: has no identity-fold results")
-    elif args.faces_folds:
-        args.faces = args.faces_folds
-        fs = _features(args)
-        ec = EvalConfig(folds=args.folds, seed=args.seed, encodings=tuple(args.encodings),
-                        shipped=args.encoding, n_match=args.n_match, n_nonmatch=args.n_nonmatch,
-                        baselines=not args.no_baselines, int8=not args.no_int8)
-        if ec.shipped not in ec.encodings:
-            ec.encodings = (*ec.encodings, ec.shipped)
-        glint = identity_fold_evaluation(fs, _model_config(args), _train_config(args), ec,
-                                         progress=not args.quiet, log=_log)
-        # written at once, so a later fault in the pair lists cannot lose the long part
-        write_report(Path(args.out), glint, [], command=_command(), shipped=args.encoding)
-    pair_results = []
-    lists = [read_pairs_csv(p) for p in args.pairs_csv or []]
-    if args.pairs_txt:
-        lists.append(read_pairs_txt(args.pairs_txt, args.images))
-    for pl in lists:
-        for detector in args.detector:
-            pair_results.append(pairlist_evaluation(pl, Path(args.bundle) if args.bundle else None,
-                                                    detector=detector, cache=args.cache,
-                                                    progress=not args.quiet, log=_log))
-    report = write_report(Path(args.out), glint, pair_results, command=_command(), shipped=args.encoding)
-    print(f"wrote {report} (and results.json, plots) in {report.parent}")
-    return 0
-
-
-def cmd_add_modelnet(args) -> int:
-    from .ship import add_modelnet
-
-    fs = _features(args)
-    bundle = add_modelnet(args.bundle, fs, _model_config(args), _train_config(args), far=args.far,
-                          folds=args.folds, seed=args.seed, epochs=args.final_epochs, out=args.out,
-                          command=_command(), progress=not args.quiet, log=_log)
-    t = bundle.threshold
-    print(f"wrote bundle {bundle.path}: ModelNet ({bundle.matcher['encoding']}), threshold z < {t['value']} "
-          f"(BioMetricNet-M: {t['value_flips']}) for FAR {t['far']:g}")
-    return 0
-
-
-def cmd_build_default(args) -> int:
-    from .build import build_featurenet_bundle
-    from .lfw_ship import calibrate_bundle
-
-    out = Path(args.out)
-    build_featurenet_bundle(out=out, faces=Path(args.faces), overwrite=args.overwrite, command=_command(),
-                            log=_log, arch="mobilefacenet")
-    bundle, _ = calibrate_bundle(out, Path(args.lfw), far=args.far, pairs=args.pairs, cache=args.cache,
-                                 command=_command(), progress=not args.quiet, log=_log)
-    print(f"wrote bundle {bundle.path} (MobileFaceNet, cosine-M < {bundle.threshold['value_flips']})")
-    return 0
-
-
-def cmd_build_dlib(args) -> int:
-    from .build import build_featurenet_bundle
-    from .ship import add_modelnet
-
-    out = Path(args.out)
-    build_featurenet_bundle(out=out, faces=Path(args.faces), overwrite=args.overwrite,
-                            command=_command(), log=_log)
-    fs = _features(args)
-    bundle = add_modelnet(out, fs, _model_config(args), _train_config(args), far=args.far,
-                          folds=args.folds, seed=args.seed, command=_command(),
-                          progress=not args.quiet, log=_log)
-    print(f"wrote bundle {bundle.path} (FeatureNet + ModelNet, threshold z < {bundle.threshold['value']})")
-    return 0
-
-
-DEFAULT_LFW = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared")) / "data/faces/lfw"
-
-
-def cmd_calibrate(args) -> int:
-    from .lfw_eval import format_table
-    from .lfw_ship import calibrate_bundle
-
-    bundle, evidence = calibrate_bundle(Path(args.bundle), Path(args.lfw), far=args.far, pairs=args.pairs,
-                                        confidence=args.confidence, cache=args.cache, seed=args.seed,
-                                        command=_command(), heldout=not args.no_heldout,
-                                        progress=not args.quiet, log=_log)
-    t = bundle.threshold
-    print(f"wrote {bundle.path}: {t['metric']} < {t['value']} (-M: {t['value_flips']}) for FAR {t['far']:g} "
-          f"per pair; FAR table {t['table']['far'][0]:g} .. {t['table']['far'][-1]:g}")
-    if evidence:
-        print(format_table(evidence, args.far))
-    return 0
-
-
-def cmd_lfw_eval(args) -> int:
-    import json
-
-    from .lfw_eval import format_table
-    from .lfw_ship import lfw_eval
-
-    res = lfw_eval(Path(args.bundle), Path(args.lfw), far=args.far, precision=args.precision, cache=args.cache,
-                   confidence=args.confidence, seed=args.seed, progress=not args.quiet, log=_log)
-    print(format_table(res, args.far))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def cmd_openset(args) -> int:
-    import json
-
-    from edge.vision.bundle import load_bundle
-
-    from .lfw import lfw_features
-    from .openset import format_openset, openset_runs
-
-    bundle = load_bundle(args.bundle)
-    s = lfw_features(Path(args.lfw) / "images_deepfunneled", bundle.path, "int8", args.cache,
-                     not args.quiet, _log)
-    res = openset_runs(s, bundle, tuple(args.sizes), seeds=tuple(range(args.seed, args.seed + args.splits)), log=_log)
-    print(format_openset(res, bundle.name))
-    if args.json:
-        Path(args.json).write_text(json.dumps({str(k): v for k, v in res.items()}, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def cmd_build_pad(args) -> int:
-    from .minifasnet import build_pad_bundle
-
-    meta = build_pad_bundle(Path(args.weights), Path(args.lfw), Path(args.out), calib=args.calibration_count,
-                            held_out=args.eval_count, seed=args.seed, command=_command(), log=_log)
-    print(f"wrote {args.out}: {', '.join(m['file'] for m in meta['models'].values())}")
-    return 0
-
 
 def _add_common(p, faces_required: bool = False) -> None:
     """Options shared by the commands that train or evaluate ModelNet."""

@@ -28,8 +28,8 @@ from edge.errors import DoorlockError
 
 from .features import FeatureSet, default_cache_dir, weights_sha256
 from .faces import read_rgb, to_featurenet_chip
-from .modelnet import (ModelNetConfig, build_modelnet, device_weights, encoding_stats, kl_loss,
-                       numpy_z)
+from .modelnet import ModelNetConfig, build_modelnet, device_weights, encoding_stats, numpy_z
+from .modelnet_loss import kl_loss
 from .pairs import Pairs, sample_pairs
 from .train import BatchSampler, TrainConfig, TrainResult, _all_pairs, val_score, z_pairs
 

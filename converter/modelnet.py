@@ -1,30 +1,16 @@
-"""ModelNet: BioMetricNet's learned metric, in Keras for training and export.
+"""ModelNet: BioMetricNet's learned metric, in Keras for training and folded for the device.
 
-A pair of d-dim FeatureNet features is encoded into a 2d-wide vector, seven fully
-connected layers shrink it to m outputs z (ReLU after all but the last, dropout with keep
-probability 0.8 between them while training), and the KL loss pushes z of matching pairs
-towards N(mu_m, s^2 I) and z of non-matching pairs towards N(mu_n, s^2 I) (by default
-m = 1, N(0, 1) and N(40, 1)): lower z means more alike.
-
-Pair encodings (the device mirrors each one in `edge.vision.match.ModelNet.encode`):
-- `concat`     [f1, f2]                      the patent's form; order-dependent.
-- `symmetric`  [(f1 - f2)^2, f1 * f2]        order-free (element-wise).
-- `unitsym`    symmetric on unit-length features u = f / ||f||: the two halves sum to
-               ||u1 - u2||^2 = 2 - 2 cos and to cos, so the first layer can express the
-               cosine and L2 rules exactly and learns where to depart from them.
-All three are linear in the gallery feature once the probe is fixed, which lets the device
-precompute the gallery's share of the first layer (see edge/vision/match.py):
-  concat:    [f_p; f_g] W = f_p W_a + f_g W_b
-  symmetric: [(f_p - f_g)^2; f_p*f_g] W = f_p^2 W_a + f_g^2 W_a + (f_p*f_g)(W_b - 2 W_a)
-  unitsym:   as symmetric on u_p, u_g (unit length, so u_p^2 W_a and u_g^2 W_a are still
-             per-side terms), the gallery side stored normalised.
+A pair of d-dim FeatureNet features is encoded into a 2d-wide vector (`concat`,
+`symmetric` or `unitsym`, each mirrored on the device by `edge.vision.match.ModelNet`),
+seven fully connected layers shrink it to m outputs z, and lower z means more alike.
+The training form standardises the encoding and scales the output; `device_weights`
+folds both into plain W_i, b_i. The loss is in `modelnet_loss.py`, the TFLite export in
+`modelnet_tflite.py`; the encodings and the first layer's forms: converter/README.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import os
 
 import numpy as np
 
@@ -89,7 +75,7 @@ def encode_np(f1: np.ndarray, f2: np.ndarray, encoding: str) -> np.ndarray:
     return np.concatenate([(f1 - f2) ** 2, f1 * f2], -1)
 
 
-def _encoding_layer():
+def encoding_layer():
     import keras
 
     @keras.saving.register_keras_serializable(package="doorlock")
@@ -237,7 +223,7 @@ def build_modelnet(cfg: ModelNetConfig, seed: int = 0, name: str = "modelnet",
     keras.utils.set_random_seed(seed)
     f1 = keras.Input((cfg.d,), name="f1")
     f2 = keras.Input((cfg.d,), name="f2")
-    x = _encoding_layer()(cfg.encoding, name="pair_encoding")([f1, f2])
+    x = encoding_layer()(cfg.encoding, name="pair_encoding")([f1, f2])
     affine = _fixed_affine_layer()
     if training_form:
         mean, std = input_stats if input_stats is not None else (np.zeros(2 * cfg.d), np.ones(2 * cfg.d))
@@ -284,10 +270,6 @@ def device_weights(model) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers]
 
 
-# kept for callers that think of "the weights" of a model
-get_weights = device_weights
-
-
 def set_weights(model, weights) -> None:
     """Load device weights into a plain (training_form=False) ModelNet."""
     for layer, (w, b) in zip(dense_layers(model), weights, strict=True):
@@ -297,21 +279,6 @@ def set_weights(model, weights) -> None:
 def plain_modelnet(cfg: ModelNetConfig, weights, name: str = "modelnet"):
     """The device's network (no dropout, nothing to fold) carrying these weights."""
     model = build_modelnet(cfg, name=name, training_form=False)
-    set_weights(model, weights)
-    return model
-
-
-def export_modelnet(cfg: ModelNetConfig, weights, name: str = "modelnet"):
-    """The network for TFLite: one input x = [f1, f2] (N, 2d), the raw features side by
-    side, encoded inside the graph, then the 7 plain layers -> z (N, m)."""
-    import keras
-
-    x_in = keras.Input((2 * cfg.d,), name="pair")
-    x = _encoding_layer()(cfg.encoding, name="pair_encoding")(x_in)
-    for i, units in enumerate(cfg.layers):
-        last = i == len(cfg.layers) - 1
-        x = keras.layers.Dense(units, activation=None if last else "relu", name=f"fc{i}")(x)
-    model = keras.Model(x_in, x, name=name)
     set_weights(model, weights)
     return model
 
@@ -344,100 +311,3 @@ def score_from_z(z: np.ndarray, cfg: ModelNetConfig) -> np.ndarray:
     if z.shape[1] == 1:
         return z[:, 0]
     return np.linalg.norm(z - cfg.match_mean, axis=1)
-
-
-# ---------------------------------------------------------------- loss
-
-def kl_gaussian_closed_form(mu_o, var_o, mu_t, s_t):
-    """KL( N(mu_o, diag var_o) || N(mu_t, s_t^2 I) ) for m dimensions, the closed form
-    the patent writes as 1/2 [log(s_T^{2m} / prod var_i) - m + sum var_i / s_T^2
-    + ||mu_T - mu_O||^2 / s_T^2]. Works on numpy arrays and TensorFlow tensors alike."""
-    try:
-        import tensorflow as tf
-
-        is_tf = tf.is_tensor(mu_o) or tf.is_tensor(var_o)
-    except ImportError:  # pragma: no cover - the converter always has TensorFlow
-        is_tf = False
-    if is_tf:
-        mlog, msum = tf.math.log, tf.reduce_sum
-        m = tf.cast(tf.shape(mu_o)[-1], mu_o.dtype)
-    else:
-        mlog, msum = np.log, np.sum
-        m = np.shape(mu_o)[-1]
-    s2 = s_t * s_t
-    return 0.5 * (m * mlog(s2) - msum(mlog(var_o), -1) - m + msum(var_o, -1) / s2
-                  + msum((mu_t - mu_o) ** 2, -1) / s2)
-
-
-def kl_loss(z, same, cfg: ModelNetConfig, eps: float = 1e-6):
-    """BioMetricNet's loss on a batch of pair scores z (P, m) with labels same (P,):
-    L = 1/2 KL(matching z || N(mu_m, s^2)) + 1/2 KL(non-matching z || N(mu_n, s^2)), each
-    side's mean and per-dimension variance taken over that side's pairs in the batch."""
-    import tensorflow as tf
-
-    same = tf.cast(same, tf.bool)
-    out = []
-    for mask, target in ((same, cfg.match_mean), (tf.logical_not(same), cfg.nonmatch_mean)):
-        zz = tf.boolean_mask(z, mask)
-        mu = tf.reduce_mean(zz, 0)
-        var = tf.reduce_mean(tf.square(zz - mu), 0) + eps
-        out.append(kl_gaussian_closed_form(mu, var, tf.constant(target, z.dtype), cfg.target_std))
-    return 0.5 * out[0] + 0.5 * out[1], out[0], out[1]
-
-
-# ---------------------------------------------------------------- TFLite
-
-def modelnet_tflite(cfg: ModelNetConfig, weights, calibration: np.ndarray) -> tuple[bytes, bytes, dict]:
-    """Float32 and full-int8 TFLite of ModelNet (input [f1, f2] (1, 2d), output z (1, m));
-    the int8 one calibrated on `calibration` (n, 2d) real feature pairs and checked to hold
-    no float tensor and only Edge TPU ops. Returns (float, int8, int8 graph report)."""
-    import contextlib
-    import io
-    import warnings
-
-    from .export import check_int8_graph, to_float_tflite, to_int8_tflite
-
-    model = export_modelnet(cfg, weights)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet_stderr():
-        warnings.simplefilter("ignore")
-        fbytes = to_float_tflite(model)
-        qbytes = to_int8_tflite(model, [np.asarray(x, np.float32) for x in calibration])
-    return fbytes, qbytes, check_int8_graph(qbytes)
-
-
-class _quiet_stderr:
-    """The TFLite quantizer prints its settings from C++ straight to file descriptor 2;
-    keep the user's terminal to our own progress and errors."""
-
-    def __enter__(self):
-        import sys
-
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(self.null, 2)
-
-    def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        os.close(self.null)
-        return False
-
-
-class TFLiteZ:
-    """z of feature pairs through a ModelNet .tflite file (float or int8), in batches."""
-
-    def __init__(self, path, batch: int = 4096, threads: int | None = None):
-        from edge.vision.runtime import TFLiteModel
-
-        self.model = TFLiteModel(path, num_threads=threads or os.cpu_count())
-        self.batch = batch
-
-    def __call__(self, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
-        x = np.concatenate([np.asarray(f1, np.float32), np.asarray(f2, np.float32)], 1)
-        outs = []
-        for s in range(0, len(x), self.batch):
-            chunk = x[s:s + self.batch]
-            self.model.resize_batch(len(chunk))
-            outs.append(self.model(chunk))
-        return np.concatenate(outs).reshape(len(x), -1)

@@ -32,8 +32,8 @@ from edge.vision.bundle import Bundle, load_bundle, write_bundle
 from edge.errors import DoorlockError
 
 from .features import FeatureSet
-from .modelnet import (ModelNetConfig, TFLiteZ, modelnet_tflite, numpy_z, score_from_z,
-                       weights_npz_dict)
+from .modelnet import ModelNetConfig, numpy_z, score_from_z, weights_npz_dict
+from .modelnet_tflite import TFLiteZ, modelnet_tflite
 from .pairs import sample_pairs
 from .train import TrainConfig, Trainer, z_pairs
 

@@ -27,8 +27,9 @@ from edge.errors import DoorlockError
 
 from .features import FeatureSet
 from .metrics import tar_at_far
-from .modelnet import (ModelNetConfig, build_modelnet, device_weights, encoding_stats, kl_loss,
-                       numpy_z, score_from_z, weights_npz_dict)
+from .modelnet import (ModelNetConfig, build_modelnet, device_weights, encoding_stats, numpy_z,
+                       score_from_z, weights_npz_dict)
+from .modelnet_loss import kl_loss
 from .pairs import Pairs, sample_pairs
 
 VAL_FARS = (1e-3, 3e-3, 1e-2)

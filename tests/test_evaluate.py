@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from converter.evaluate import (EvalConfig, fold_splits, identity_fold_evaluation,  # noqa: E402
-                                pairlist_evaluation, write_report)
+from converter.evaluate import EvalConfig, fold_splits, identity_fold_evaluation  # noqa: E402
+from converter.evaluate_pairs import pairlist_evaluation  # noqa: E402
+from converter.evaluate_report import write_report  # noqa: E402
 from converter.modelnet import ModelNetConfig  # noqa: E402
 from converter.train import TrainConfig  # noqa: E402
 

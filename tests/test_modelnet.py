@@ -7,9 +7,10 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from converter.modelnet import (ENCODINGS, ModelNetConfig, TFLiteZ, build_modelnet, device_weights,  # noqa: E402
-                                encode_np, encoding_stats, export_modelnet, kl_gaussian_closed_form,
-                                kl_loss, modelnet_tflite, numpy_z)
+from converter.modelnet import (ENCODINGS, ModelNetConfig, build_modelnet, device_weights,  # noqa: E402
+                                encode_np, encoding_stats, numpy_z)
+from converter.modelnet_loss import kl_gaussian_closed_form, kl_loss  # noqa: E402
+from converter.modelnet_tflite import TFLiteZ, export_modelnet, modelnet_tflite  # noqa: E402
 from edge.vision.match import ModelNet  # noqa: E402
 
 D = 16
