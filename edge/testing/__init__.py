@@ -6,7 +6,7 @@ the screen run without models, hardware, systemd or sleeping on the wall clock.
     kiosk = Kiosk(FramesCamera(frame, 3), ScriptedDetector([face_at(10, 10, 90, 90)] * 3),
                   ScriptedEmbedder(), ScriptedMatcher(["ada"] * 3), relay)
 
-FramesCamera is made on first use: it is a edge.vision.camera.Camera, which needs OpenCV.
+FramesCamera is made on first use: it is an edge.vision.camera.Camera, which needs OpenCV.
 """
 
 from __future__ import annotations
