@@ -1,16 +1,9 @@
 """Baselines on the same FeatureNet features: fixed metrics and two learned projections.
 
-- `l2`: Euclidean distance, dlib/face_recognition's rule (accept below 0.6).
-- `cosine`: 1 - cos(f1, f2).
-- `contrastive`: a linear projection f -> f W (d x d, started at the identity, so at
-  plain L2) trained with the contrastive loss (Hadsell et al. 2006): matching pairs pulled
-  together (D^2), non-matching pairs pushed beyond a margin (max(0, margin - D)^2);
-  score = ||f1 W - f2 W||.
-- `triplet`: a linear projection onto the unit sphere, f -> normalise(f W), trained with
-  the batch-hard triplet loss (Hermans et al. 2017; FaceNet's margin 0.2); score = the
-  distance of the projections.
-Both learned baselines see the same P x K batches (with flip augmentation), the same
-optimiser family and the same early stopping on validation identities as ModelNet.
+`l2` (dlib/face_recognition's rule, accept below 0.6) and `cosine` (1 - cos), and two
+linear projections started at the identity: `contrastive` (f W, the contrastive loss) and
+`triplet` (normalise(f W), the batch-hard triplet loss). The learned ones see the same
+P x K batches, optimiser family and early stopping as ModelNet (converter/README.md).
 """
 
 from __future__ import annotations

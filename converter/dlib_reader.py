@@ -1,17 +1,9 @@
 """Read dlib's serialized face-recognition ResNet (`dlib_face_recognition_resnet_model_v1.dat`)
 with our own code, so the network can be rebuilt in Keras, fine-tuned and quantized.
 
-dlib's format (dlib/serialize.h, dlib/dnn/core.h, layers.h, tensor.h):
-- integers: one control byte (low 4 bits: byte count, 0x80: negative), then that many
-  little-endian bytes; bools: the ASCII characters '0'/'1'; strings: an integer length,
-  then the bytes; floating-point scalars: an int64 mantissa and an int16 exponent
-  (value = mantissa * 2**exponent; exponents 32000..32002 mean inf, -inf, nan).
-- tensors: version 2, then num_samples, k, nr, nc, then raw little-endian float32 data.
-- a network nests: each `add_layer` writes its version, then its whole subnetwork, then its
-  own layer details and bookkeeping; so the file holds the loss layer, a stack of wrapper
-  versions from the top of the network down, the input layer, then the layers' records from
-  the bottom (next to the input) up.
-Tag and skip wrappers write only a version and are recovered from the known architecture.
+dlib's file format (its integers, floats and tensors, and how a network nests, from
+dlib/serialize.h and dlib/dnn/core.h) is described in docs/models.md. Tag and skip
+wrappers write only a version and are recovered from the known architecture.
 """
 
 from __future__ import annotations

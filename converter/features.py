@@ -1,15 +1,10 @@
 """FeatureNet features of a face dataset, computed once and cached.
 
-ModelNet trains and every method is evaluated on frozen FeatureNet features: the 128-d
-descriptor of every image and of its horizontal mirror (the device mirrors the aligned chip
-the same way, `chip[:, ::-1]`, for BioMetricNet-M). On this project's 2-core desktop the
-~7,850 glint crops x 2 take a few minutes through the Keras model's batched `predict`; the
-result is an `.npz` in the cache directory, keyed by the dataset's file list (names, sizes,
-modification times) and the sha256 of the dlib weights, so a changed dataset or a different
-FeatureNet is never served stale features.
-
-Cache directory: `--cache` on the command line, else `$DOORLOCK_CACHE`, else
-`~/.cache/doorlock`.
+The 128-d descriptor of every image and of its horizontal mirror (`chip[:, ::-1]`, as the
+device mirrors the chip for BioMetricNet-M), saved as an `.npz` keyed by the dataset's
+file list (names, sizes, modification times) and the sha256 of the weights, so a changed
+dataset or another FeatureNet is never served stale features. Cache directory: `--cache`
+on the command line, else `$DOORLOCK_CACHE`, else `~/.cache/doorlock`.
 """
 
 from __future__ import annotations

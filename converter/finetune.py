@@ -1,17 +1,10 @@
 """Optional: fine-tune FeatureNet's last residual block together with ModelNet.
 
-FeatureNet is frozen by default (its features cached once). With `train
---finetune-featurenet`, the network is cut before its last block (the input of `conv28`,
-4 x 4 x 256): the frozen trunk's outputs for every image and its mirror image are computed
-once and cached (float16, about 4 kB per chip), and the last block (two 3x3 convolutions,
-the shortcut, pooling and the 128-d projection) trains with ModelNet on the same KL loss,
-P x K batches, flip augmentation, hard-pair mining and early stopping as `train.py`, at a
-smaller learning rate (`head_lr_scale`). Practical on a CPU for small sets (each step runs
-the block on the batch's chips only); faster on a GPU.
-
-Outputs: ModelNet's device weights and the whole fine-tuned FeatureNet as a `.keras`
-file. Turning that into a bundle (TFLite export, int8 calibration) is `build.py`'s job
-and is not wired in: the shipped default keeps dlib's FeatureNet untouched.
+With `train --finetune-featurenet` the network is cut before its last block (the input of
+`conv28`); the frozen trunk's outputs for every image and its mirror are cached (float16)
+and the last block trains with ModelNet on the same loss, batches and early stopping as
+`train.py`, at `head_lr_scale` times the learning rate. Outputs: ModelNet's device
+weights and the fine-tuned FeatureNet as `.keras` (no bundle; converter/README.md).
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """LFW through the device's own path: every photo's chip and features, cached.
 
-Each of LFW's 13,233 deep-funneled photos goes through what the door does to a camera
-frame: BlazeFace (the face nearest the photo's centre: LFW centres each photo on its
-labelled person, and where another person's face is larger, the largest face is the wrong
-one), the face mesh's five template points (BlazeFace's keypoints where the mesh is
-unusable), a similarity warp onto the bundle's template, then the bundle's
-FeatureNet (int8 by default) on the chip and on its mirror image. All people's photos
-are kept, not only those in pairs.txt: a metric trained "on the other nine folds" may
-use every photo of those folds' people, and of people in no fold at all.
-
-Chips depend only on the template and chip size; features also on the FeatureNet file.
-Both are cached as .npz under the cache folder, keyed by the image listing and those.
+Each deep-funneled photo goes through what the door does to a camera frame: BlazeFace (the
+face nearest the photo's centre), the face mesh's template points, a similarity warp onto
+the bundle's template, then the bundle's FeatureNet (int8 by default) on the chip and its
+mirror. Every person's photos are kept, not only those in pairs.txt. Chips are cached by
+image listing, template and chip size; features also by the FeatureNet file. Why these
+choices: converter/README.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """LFW View 2, "unrestricted, labeled outside data", on the device's own features.
 
-For each of the 10 people-disjoint folds a method may learn and calibrate only on the
-other people (the nine other folds' and those in no fold), and is judged on the fold's
-600 pairs:
-- accuracy: the threshold best on the nine other folds' pairs (LFW's protocol);
-- TAR@FAR: the fold's 300 matching pairs at the FAR-quantile of non-matching pairs
-  drawn among the fold's own people (300 non-matching pairs cannot resolve 1e-3);
-- the calibrated threshold: set on the other people's non-matching pairs with the
-  people bootstrap bound (converter.calibrate), then its realised FAR on the fold's
-  people and its TAR on the fold's matching pairs: does the promise hold on strangers?
-Photos without a detected face reject every pair they are in.
+For each of the 10 people-disjoint folds a method learns and calibrates only on the other
+people and is judged on the fold's 600 pairs: accuracy (LFW's protocol), TAR@FAR against
+non-matching pairs among the fold's own people, and the calibrated threshold's realised
+FAR and TAR on those strangers. Photos without a detected face reject every pair they are
+in. The protocol in full: converter/README.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,11 @@
 """ModelNet trained on LFW's people, judged by LFW View 2 ("unrestricted, labeled outside data").
 
-For each of View 2's 10 people-disjoint folds, `fit` gets the rows of every photo whose
-person is not in that fold (the nine other folds' people and the 1,468 in no fold). It
-holds out some of those people for early stopping (never trained on), trains ModelNet with
-`converter.train.Trainer` on the rest and returns the device's pair score: z of the pair
-(BioMetricNet-1), or the mean z over the 4 original/mirrored combinations (BioMetricNet-M,
-what `edge.vision.match.ModelNetMatcher(flips=True)` computes). The fold's own people are never
-seen: neither in training nor in validation.
-
-Most LFW people (4,069 of 5,749) have a single photo. `BatchSampler` leaves them out of
-the P x K batches (a batch needs two photos of each person), so they enter training only
-through the hard non-matching pairs mined between epochs from random pairs of all training
-photos; the validation people are drawn among those with 2 to `val_max_photos` photos, at
-most `val_photos_each` photos each, so their matching pairs do not all belong to a few
-people with hundreds of photos (George W Bush has 530).
-
-Trained weights are cached per fold as .npz in the cache folder, keyed by the features
-(their bytes), the training rows, the fold and every setting, so a rerun (or the -1 method
-after the -M one) costs only the scoring.
-
-The defaults (unitsym encoding, anchored first layer, P x K = 32 x 4, hard mining, at
-most 12 epochs, patience 6) were chosen on View 2's first fold among free/anchored first
-layers, symmetric/unitsym encodings, P 32/64, hard mining on/off and the deviation penalty
-0.1/0.01. On MobileFaceNet features the model stays close to a function of the cosine:
-over the 10 folds it ties cosine-M, it does not beat it (about 16 minutes of training on
-two cores for the 10 folds). To reproduce:
-
-    from converter.lfw_modelnet import run
-    run("/tmp/bundles/mfn", "../shared/data/faces/lfw", "/tmp/lfw-modelnet")
+For each of View 2's 10 people-disjoint folds, `fit` trains ModelNet (`Trainer`) on the
+photos of every person outside that fold, early-stopped on some of them held out, and
+returns the device's pair score (BioMetricNet-1, or -M over the mirrored combinations);
+the fold's own people are never seen. Trained weights are cached per fold, keyed by the
+features, the rows, the fold and every setting. Single-photo people, the validation
+sampling, the chosen defaults, the result and how to rerun it: converter/README.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """FeatureNet v2: MobileFaceNet (foamliu/MobileFaceNet) rebuilt in Keras from its state_dict.
 
-The network is a MobileNetV2-style trunk for 112x112 faces on the ArcFace template:
-conv 3x3/2 -> depthwise-separable -> 15 inverted residuals -> 1x1 to 512 -> a 7x7
-global depthwise conv (GDConv) -> 1x1 to 128 -> batch norm. Two exact rewrites:
-- every frozen batch norm is folded into the convolution before it;
-- the source's preprocessing (ToTensor, then ImageNet mean/std) is a Normalization layer
-  on raw RGB 0..255, so the device feeds pixels as it does for dlib's network (it cannot
-  be folded into the first convolution, which zero-pads in normalised space).
-PyTorch pads a 3x3 stride-2 convolution by one on every side; Keras' "same" would pad
-only bottom/right, so those get an explicit ZeroPadding2D.
+A MobileNetV2-style trunk for 112x112 faces on the ArcFace template: conv 3x3/2 ->
+depthwise-separable -> 15 inverted residuals -> 1x1 to 512 -> a 7x7 global depthwise conv
+(GDConv) -> 1x1 to 128 -> batch norm. Every frozen batch norm is folded into the
+convolution before it; the source's preprocessing (ImageNet mean/std) is a Normalization
+layer on raw RGB 0..255 (it cannot fold into the first convolution, which zero-pads in
+normalised space); PyTorch's one-pixel padding of 3x3 stride-2 convolutions is an
+explicit ZeroPadding2D (Keras' "same" pads only bottom/right).
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Open-set identification on LFW, in NIST FRVT 1:N terms: FNIR at a fixed FPIR.
 
-A gallery of N people holds one photo each (its features and mirrored features, as an
-enrolment stores them); the device's own matcher (edge.vision.match, the bundle's kind and
-shortlist) scores each probe against all of them.
-- mated probes: the enrolled people's other photos; a miss (FNIR) is a probe whose best
-  candidate is someone else or scores above the threshold;
-- non-mated probes: every photo of people never enrolled; a false positive (FPIR) is one
-  whose best candidate scores below the threshold.
-People with two or more photos are split once: `nonmated_people` of them only ever
-probe, the rest are enrolled first (they are the only ones with mated probes), and
-single-photo people fill the gallery up to N. FNIR is read at FPIR 1e-3 (the threshold
-set on the non-mated probes themselves) and at the bundle's own threshold for N people
-(its FAR table and recognition.target_far's default): what the door would do.
+A gallery of N people holds one photo each; the device's own matcher scores each probe
+against all of them. A mated probe (an enrolled person's other photo) misses when its
+best candidate is someone else or above the threshold; a non-mated probe (a person never
+enrolled) is a false positive when its best candidate is below it. FNIR is read at FPIR
+1e-3 and at the bundle's own threshold for N people. The people split: converter/README.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """Aligned FeatureNet chips from full photographs, for pair lists of unaligned images
 (deepface's `master.csv`, LFW).
 
-Two detectors:
-- `dlib`: dlib's HOG face detector, its 5-point landmark model and
-  `dlib.get_face_chip(size=150, padding=0.25)`: exactly the chips face_recognition feeds
-  dlib's ResNet, so our numbers compare with its published ones. Needs the `dlib-bin`
-  wheel on the desktop (a converter-side dependency only; the device never imports dlib)
-  and the landmark model from `face-recognition-models`.
-- `blazeface`: `edge.vision.detect` (BlazeFace) and `edge.vision.align` by BlazeFace's keypoints onto
-  the bundle's template (the device's alignment before the face mesh).
-- `mesh`: the device's own pipeline: BlazeFace, the face mesh's template points
-  (`FaceDetector.refine`, `edge.vision.align.align_detected`), BlazeFace's keypoints where the
-  mesh is unusable.
-The largest face of a photo is used (`pick="central"`: the face nearest the image's
-centre, for LFW, whose photos are centred on the labelled person: a photo of George W
-Bush beside Junichiro Koizumi is Bush's when Bush stands in the middle, even where
-Koizumi's face is larger); a photo without a face gets no chip and every pair
-that uses it counts as a rejection (a wrong decision for a matching pair).
+Detectors: `dlib` (HOG, 5-point landmarks, `get_face_chip(size=150, padding=0.25)`:
+exactly face_recognition's chips; needs `dlib-bin`, a converter-side dependency only),
+`blazeface` (BlazeFace's keypoints, the device's alignment before the face mesh) and
+`mesh` (the device's own pipeline). The largest face is used, or the one nearest the
+centre (`pick="central"`, for LFW); a photo without a face gets no chip and its pairs
+count as rejections. More: converter/README.md.
 """
 
 from __future__ import annotations

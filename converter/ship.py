@@ -1,21 +1,10 @@
 """`add-modelnet`: train the shipped ModelNet on all of a face set and add it to a bundle.
 
-    python -m converter add-modelnet --bundle models/dlib
-
-1. FeatureNet features of every image and its mirror image (cached, see features.py),
-   from the FeatureNet rebuilt from the pip-installed dlib weights.
-2. Identity-disjoint cross-validation (k folds of people; inside each, a quarter of the
-   training people for early stopping) gives two things no model trained on everyone can
-   give honestly: the number of epochs to train for, and the z of pairs of people the
-   model never saw, i.e. the *calibrated* non-matching and matching z distributions.
-3. ModelNet trains on all people for the median best epoch count.
-4. The threshold is the quantile of the out-of-fold non-matching z at the target false
-   accept rate (default 1e-3), for BioMetricNet-1 ("value") and BioMetricNet-M
-   ("value_flips"); a Gaussian fit of that distribution is recorded beside it.
-5. ModelNet is exported as weights (.npz, W_i (in, out) and b_i, what edge/vision/match.py runs),
-   float32 TFLite and full-int8 TFLite (calibrated on real feature pairs, checked for
-   float tensors and Edge TPU ops), and the bundle is rewritten atomically with the
-   FeatureNet files unchanged.
+Identity-disjoint cross-validation gives the epochs to train for and the out-of-fold z of
+people no model saw; ModelNet then trains on everyone for the median best epoch, the
+threshold is the out-of-fold non-matching z quantile at the target FAR (for -1 and -M),
+and the weights, float and full-int8 TFLite go into the bundle, rewritten atomically with
+its FeatureNet files unchanged. The steps in full: converter/README.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Read a PyTorch `state_dict` file into numpy arrays with our own code: no torch needed.
 
-Two layouts exist (torch/serialization.py):
-- the zip layout (torch >= 1.6): `<root>/data.pkl` plus one raw file per storage,
-  `<root>/data/<key>`;
-- the legacy layout: five pickles in a row (magic number, protocol version, system info,
-  the object, the list of storage keys), then each storage as an int64 element count
-  followed by its raw little-endian bytes, in the order of that list.
-Either way the object pickle names storages by persistent id and rebuilds tensors with
-`torch._utils._rebuild_tensor_v2`. A pickle can run any callable it names, so ours is a
-restricted unpickler: only the handful of globals a state_dict needs resolve, to our own
+Both of torch's layouts (the zip layout of torch >= 1.6 and the legacy run of pickles,
+described in docs/models.md) are read. A pickle can run any callable it names, so ours is
+a restricted unpickler: only the handful of globals a state_dict needs resolve, to our own
 harmless stand-ins; anything else is a `TorchFormatError`.
 """
 

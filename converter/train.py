@@ -1,15 +1,10 @@
 """Training ModelNet on cached FeatureNet features.
 
-Batches hold P identities x K images (the patent uses 720 x 5; here P is capped by the
-identities available) and every pair in the batch: all matching and all non-matching pairs
-enter the KL loss. Each image is replaced by its mirror image's features with probability
-1/2 (flip augmentation). Between epochs the hardest training pairs, those whose z lies
-farthest from their own target's centre (matching pairs with high z, non-matching pairs
-with low z), are mined from a large random pool and mixed into the next epoch's batches.
-Adam with decoupled weight decay (AdamW), an exponentially decaying learning rate, early
-stopping on validation identities never seen in training (the figure watched is the mean
-TAR at FAR 1e-3, 3e-3 and 1e-2 of their pairs), a checkpoint per epoch (resume continues
-from the last one), and one seed for everything.
+P identities x K images per batch with every pair in it, flip augmentation, hard pairs
+mined between epochs, AdamW with an exponentially decaying learning rate, early stopping
+on validation identities never trained on (the mean TAR at FAR 1e-3, 3e-3 and 1e-2 of
+their pairs), a checkpoint per epoch (resume continues from the last one), and one seed
+for everything. The design: converter/README.md ("ModelNet as built here").
 """
 
 from __future__ import annotations
