@@ -1,12 +1,13 @@
 """Wiring: a validated Config -> the kiosk's parts (camera, detector, FeatureNet, matcher,
-relay, audit log). Kept apart from the CLI so tests, the benchmark and the service build
-the kiosk the same way.
+relay, audit log) and the Station that owns the kiosk and what it drives. Kept apart from
+the CLI so tests, the benchmark and the service build the kiosk the same way.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from edge.vision.detect import FaceDetector
 from edge.door.door import Door
 from edge.vision.embed import FeatureNet
 from edge.vision.gallery import Gallery, featurenet_fingerprint, load_gallery
-from edge.kiosk.loop import Kiosk
+from edge.kiosk.loop import Kiosk, Stats
 from edge.door.relay import DoorRelay, open_relay
 from edge.vision.match import matcher_from_bundle
 from edge.kiosk.schedule import AccessHoursGate
@@ -72,36 +73,82 @@ def load_models(cfg: Config, gallery: Gallery | None = None, empty_gallery: bool
     return Parts(bundle, detector, featurenet, gallery)
 
 
-def build_kiosk(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
-                audit: AuditLog | None = None, on_decision=None, matcher=None) -> Kiosk:
+@dataclass
+class Station:
+    """The kiosk and what `build_station` made for it: the door around the relay, the
+    screen, the MQTT publisher, the Wiegand output. It owns them: `close()` (or leaving a
+    `with` block) sends what MQTT has queued, finishes the screen's file and releases the
+    door's and the panel's lines, each even if another fails."""
+
+    kiosk: Kiosk | None    # None only while a failed build is being closed
+    door: Door
+    screen: Screen | None = None
+    mqtt: Any = None       # edge.building.mqtt.MqttPublisher, when [mqtt] is on
+    wiegand: Any = None    # edge.building.wiegand.WiegandOutput, when [wiegand] is on
+
+    def run(self, **kw) -> Stats:
+        return self.kiosk.run(**kw)
+
+    def close(self) -> None:
+        mqtt, self.mqtt = self.mqtt, None
+        wiegand, self.wiegand = self.wiegand, None
+        screen, door = self.screen, self.door
+        try:
+            if mqtt is not None:
+                listened = _listenable(self.kiosk.audit if self.kiosk is not None else None)
+                if listened is not None:
+                    listened.remove_listener(mqtt.publish)
+                mqtt.close()
+        finally:
+            try:
+                if screen is not None:
+                    screen.close()
+            finally:
+                try:
+                    if wiegand is not None:
+                        wiegand.close()
+                finally:
+                    door.close()
+
+    def __enter__(self) -> "Station":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def build_station(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
+                  audit: AuditLog | None = None, on_decision=None, matcher=None) -> Station:
     """The kiosk, with the door I/O around the relay ([door]: the kiosk drives a Door,
     which wraps the relay), the lockout, access-hours and liveness ([liveness]) gates and
-    the screen ([screen]) as frame listeners, and the MQTT publisher ([mqtt], told of every
-    audit record); `close_kiosk` releases them."""
+    the screen ([screen]) as frame listeners, the MQTT publisher ([mqtt], told of every
+    audit record) and the Wiegand output ([wiegand])."""
     r = cfg.recognition
     if matcher is None:   # `matcher`: another one for the bench's runs, prepared here all the same
         matcher = matcher_from_bundle(parts.bundle, flips=r.flips, threshold_override=r.threshold_override,
                                       target_far=r.target_far)
     matcher.prepare(parts.gallery)
     door = make_door(cfg, relay, audit)
-    hours = make_hours_gate(cfg, parts, audit)
-    screen = make_screen(cfg, door)
-    kiosk = Kiosk(camera, parts.detector, parts.featurenet, matcher, door, audit,
-                  consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
-                  gates=[door.gate, hours, *make_liveness_gates(cfg)],
-                  frame_listeners=[door] + ([screen] if screen else []))
-    kiosk.door, kiosk.screen = door, screen
-    kiosk.wiegand = make_wiegand(cfg, relay, parts, audit)
-    kiosk.mqtt = None
+    station = screen = None
     try:
-        kiosk.mqtt = make_mqtt(cfg, kiosk, parts, audit)
+        hours = make_hours_gate(cfg, parts, audit)
+        screen = make_screen(cfg, door)
+        kiosk = Kiosk(camera, parts.detector, parts.featurenet, matcher, door, audit,
+                      consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
+                      gates=[door.gate, hours, *make_liveness_gates(cfg)],
+                      frame_listeners=[door] + ([screen] if screen else []))
+        station = Station(kiosk, door, screen)
+        station.wiegand = make_wiegand(cfg, relay, parts, audit)
+        station.mqtt = make_mqtt(cfg, kiosk, door, parts, audit)
     except BaseException:
-        close_kiosk(kiosk)
+        if station is None:   # what was made before the kiosk, closed as the station would
+            station = Station(None, door, screen)
+        station.close()
         raise
-    return kiosk
+    return station
 
 
-def make_mqtt(cfg: Config, kiosk: Kiosk, parts: Parts, audit: AuditLog | None):
+def make_mqtt(cfg: Config, kiosk: Kiosk, door: Door, parts: Parts, audit: AuditLog | None):
     """[mqtt]: the publisher (and remote commands when enabled), started and told of every
     audit record; None when off, and then paho is never imported."""
     m = cfg.mqtt
@@ -111,7 +158,7 @@ def make_mqtt(cfg: Config, kiosk: Kiosk, parts: Parts, audit: AuditLog | None):
     from edge.building.ha_discovery import topics
     from edge.building.mqtt import MqttPublisher
 
-    door, remote = kiosk.door, None
+    remote = None
     if m.remote_unlock:
         from edge.building.remote_unlock import RemoteUnlock, load_command_key
 
@@ -200,28 +247,6 @@ def make_liveness_gates(cfg: Config) -> list:
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:
     return open_screen(cfg.screen, cfg.recognition.consecutive_frames,
                        door.status if door is not None else None)
-
-
-def close_kiosk(kiosk: Kiosk) -> None:
-    """Send what MQTT has queued and go offline, finish the screen (the file output is
-    complete after this) and release the door I/O."""
-    screen, door = getattr(kiosk, "screen", None), getattr(kiosk, "door", None)
-    mqtt, kiosk.mqtt = getattr(kiosk, "mqtt", None), None
-    if mqtt is not None:
-        if _listenable(kiosk.audit) is not None:
-            _listenable(kiosk.audit).remove_listener(mqtt.publish)
-        mqtt.close()
-    wiegand, kiosk.wiegand = getattr(kiosk, "wiegand", None), None
-    try:
-        if screen is not None:
-            screen.close()
-    finally:
-        try:
-            if wiegand is not None:
-                wiegand.close()
-        finally:
-            if door is not None:
-                door.close()
 
 
 def make_relay(cfg: Config) -> DoorRelay:

@@ -471,9 +471,9 @@ def test_a_pin_in_use_is_a_clear_error_and_releases_the_others():
 # --- wired into the kiosk ------------------------------------------------------------------
 
 def test_kiosk_drives_the_door_and_its_gate(tmp_path):
-    """build_kiosk wraps the relay in a Door on the relay's (simulated) pin factory: the
+    """build_station wraps the relay in a Door on the relay's (simulated) pin factory: the
     exit button works, refusals lock the door out, the lockout refuses a recognised face."""
-    from edge.app import build_kiosk, close_kiosk, load_models
+    from edge.app import build_station, load_models
     from edge.vision.camera import Camera
     from edge.vision.match import Match
 
@@ -503,9 +503,10 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
 
     cam = Cam()
     audit = AuditLog(tmp_path / "audit.jsonl")
-    kiosk = build_kiosk(cfg, cam, relay, parts, audit)
+    station = build_station(cfg, cam, relay, parts, audit)
+    kiosk = station.kiosk
     door = kiosk.relay
-    assert isinstance(door, Door) and door.relay is relay and kiosk.door is door
+    assert isinstance(door, Door) and door.relay is relay and station.door is door
 
     def judge(frame):                          # recognition scripted; the rest is the kiosk's
         who = script[cam.i - 1]
@@ -522,7 +523,7 @@ def test_kiosk_drives_the_door_and_its_gate(tmp_path):
     assert not relay.is_open
     relay.pin_factory.pin(EXIT).drive_low()    # the exit button still lets people out
     assert relay.is_open
-    close_kiosk(kiosk)
+    station.close()
     audit.close()
     recs = list(read_records(tmp_path / "audit.jsonl"))
     assert [x["event"] for x in recs if x.get("source") == "door"] == ["lockout", "exit"]

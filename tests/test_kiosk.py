@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edge.app import build_kiosk, gallery_file, load_models, open_source
+from edge.app import build_station, gallery_file, load_models, open_source
 from edge.config import config_from_dict
 from edge.door.relay import DoorRelay, fail_secure, simulated_relay
 from edge.enrolment.enrol import enrol_face, read_photo
@@ -90,7 +90,8 @@ def test_hamilton_clip_end_to_end(parts, hamilton_gallery, shared, tmp_path):
 
     camera = open_source(str(clip), cfg)
     audit = AuditLog(tmp_path / "audit.jsonl")
-    kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision)
+    station = build_station(cfg, camera, relay, parts, audit, on_decision)
+    kiosk = station.kiosk
     stats = kiosk.run()
     audit.close()
 

@@ -208,7 +208,7 @@ def test_kiosk_refuses_a_print_of_the_enrolled_person_and_logs_why(detector, sha
     """End to end with the default configuration: Lin-Manuel Miranda enrolled from his
     photo; a print of that very photo held up is recognised as him, refused by the
     liveness gate every time (the reason in the audit log), and the door stays shut."""
-    from edge.app import build_kiosk, close_kiosk, load_models
+    from edge.app import build_station, load_models
     from edge.service.audit import AuditLog
     from edge.enrolment.enrol import enrol_face, read_photo
     from edge.door.relay import simulated_relay
@@ -223,11 +223,12 @@ def test_kiosk_refuses_a_print_of_the_enrolled_person_and_logs_why(detector, sha
     relay = simulated_relay(pulse_s=0.5)
     audit = AuditLog(tmp_path / "a.jsonl")
     events = []
-    kiosk = build_kiosk(cfg, FramesCamera(frames), relay, parts, audit, events.append)
+    station = build_station(cfg, FramesCamera(frames), relay, parts, audit, events.append)
+    kiosk = station.kiosk
     try:
         stats = kiosk.run()
     finally:
-        close_kiosk(kiosk)
+        station.close()
         audit.close()
     assert stats.granted == 0 and not relay.is_open
     refused = [d for d in events if d.event == "refused"]

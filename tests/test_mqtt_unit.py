@@ -542,7 +542,7 @@ def test_command_key_file_and_the_signing_cli(tmp_path, capsys):
 def test_mqtt_off_imports_no_paho():
     code = """
 import sys
-from edge.app import build_kiosk, close_kiosk, load_models
+from edge.app import build_station, load_models
 from edge.config import config_from_dict
 from edge.door.relay import simulated_relay
 from edge.testing import FramesCamera
@@ -550,10 +550,11 @@ import numpy as np
 cfg = config_from_dict({"liveness": {"strictness": "off"}})
 parts = load_models(cfg, empty_gallery=True)
 relay = simulated_relay()
-kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), n=3), relay, parts)
+station = build_station(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), n=3), relay, parts)
+kiosk = station.kiosk
 kiosk.run()
-close_kiosk(kiosk)
-assert kiosk.mqtt is None
+station.close()
+assert station.mqtt is None
 print("paho" in " ".join(sys.modules), "edge.building.mqtt" in sys.modules)
 """
     import subprocess

@@ -219,7 +219,7 @@ def test_local_zone_follows_tz(monkeypatch):
 
 
 def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
-    from edge.app import build_kiosk, close_kiosk, load_models
+    from edge.app import build_station, load_models
     from edge.testing import FramesCamera, ScriptedDetector, ScriptedEmbedder, ScriptedMatcher, face_at
     from edge.kiosk.gates import Decision
     from edge.door.relay import simulated_relay
@@ -236,8 +236,9 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
 
     audit = AuditLog(tmp_path / "audit.jsonl")
     relay = simulated_relay(pulse_s=1)
-    kiosk = build_kiosk(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), 2), relay, parts, audit,
-                        matcher=ScriptedMatcher(["ada", "ada"]))
+    station = build_station(cfg, FramesCamera(np.zeros((48, 64, 3), np.uint8), 2), relay, parts, audit,
+                          matcher=ScriptedMatcher(["ada", "ada"]))
+    kiosk = station.kiosk
     kiosk.detector = ScriptedDetector([face_at(10, 5, 50, 45)] * 2)
     kiosk.featurenet = ScriptedEmbedder(size=parts.featurenet.size[0])
     hours = next(g for g in kiosk.gates if g.name == "hours")
@@ -248,7 +249,7 @@ def test_refusal_in_the_kiosk_is_logged_with_its_reason(tmp_path):
     got: list[Decision] = []
     kiosk.on_decision = got.append
     kiosk.run()
-    close_kiosk(kiosk)
+    station.close()
     audit.close()
     assert [d.event for d in got] == ["refused", "granted"]
     assert got[0].reason == "hours: outside access hours (Mon-Fri 07:00-19:00)"

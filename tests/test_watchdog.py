@@ -214,7 +214,7 @@ def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monke
     """In process: the kiosk as cmd_run wires it; a gallery saved meanwhile and a SIGHUP
     make the very next frames match against the new gallery (same matcher settings)."""
     from edge.cli.run import _serve_systemd
-    from edge.app import build_kiosk, close_kiosk, load_models
+    from edge.app import build_station, load_models
     from edge.config import config_from_dict
     from edge.tools.demo import sample_face_photo
     from edge.enrolment.enrol import enrol_face
@@ -242,7 +242,8 @@ def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monke
 
     monkeypatch.setenv("NOTIFY_SOCKET", systemd.address)
     previous = signal.getsignal(signal.SIGHUP)
-    kiosk = build_kiosk(cfg, FramesCamera(photo, 6, hook), simulated_relay(), parts)
+    station = build_station(cfg, FramesCamera(photo, 6, hook), simulated_relay(), parts)
+    kiosk = station.kiosk
     matcher = kiosk.matcher
     best = []
     kiosk.on_decision = lambda d: best.append(d.best)
@@ -251,7 +252,7 @@ def test_sighup_swaps_the_new_gallery_in_between_frames(tmp_path, systemd, monke
         kiosk.run()
     finally:
         signal.signal(signal.SIGHUP, previous)
-        close_kiosk(kiosk)
+        station.close()
     assert best == ["Before"] * 4 + ["After"] * 2  # frame 4 was being judged when it came
     assert kiosk.matcher is not matcher and type(kiosk.matcher) is type(matcher)
     assert kiosk.matcher.threshold == matcher.threshold and parts.gallery.names == ["After"]

@@ -7,6 +7,7 @@ import logging
 import shutil
 import signal
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from edge.errors import DoorlockError
@@ -32,7 +33,7 @@ def _summary(stats, relay_pulses: int) -> str:
 
 
 def cmd_run(args) -> int:
-    from edge.app import build_kiosk, close_kiosk, load_models, make_audit, make_relay, open_source
+    from edge.app import build_station, load_models, make_audit, make_relay, open_source
     from edge.config import config_from_dict, load_config
     from edge.door.relay import fail_secure
 
@@ -82,31 +83,27 @@ def cmd_run(args) -> int:
             print(f"demo: enrolled {SAMPLE_NAME!r} from the sample photo", flush=True)
         else:
             parts = load_models(cfg)
-        camera = open_source(cfg.camera.source, cfg, realtime=demo or args.realtime)
-        audit = make_audit(cfg)
-        pulses = []
-        quiet = args.quiet
+        with ExitStack() as owned:   # closed in reverse order, each even if another fails
+            camera = open_source(cfg.camera.source, cfg, realtime=demo or args.realtime)
+            owned.callback(camera.close)
+            audit = make_audit(cfg)
+            owned.callback(audit.close)
+            pulses = []
+            quiet = args.quiet
 
-        def on_decision(d):
-            if d.event == "granted":
-                pulses.append(d.frame)
-            if not quiet or d.event in ("granted", "fault"):
-                _print_decision(d)
+            def on_decision(d):
+                if d.event == "granted":
+                    pulses.append(d.frame)
+                if not quiet or d.event in ("granted", "fault"):
+                    _print_decision(d)
 
-        kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision)
-        notifier = _serve_systemd(cfg, parts, kiosk)
-        try:
-            stats = kiosk.run(max_frames=args.max_frames)
-        finally:
-            notifier.stopping("stopping: relay locked")
-            camera.close()
-            try:
-                close_kiosk(kiosk)
-            finally:
-                audit.close()
+            station = owned.enter_context(build_station(cfg, camera, relay, parts, audit, on_decision))
+            notifier = _serve_systemd(cfg, parts, station.kiosk)
+            owned.callback(notifier.stopping, "stopping: relay locked")
+            stats = station.run(max_frames=args.max_frames)
     print(_summary(stats, len(pulses)), flush=True)
-    if demo and kiosk.screen is not None:
-        print(f"demo: what the lock saw (the kiosk screen, {kiosk.screen.shown} frames): "
+    if demo and station.screen is not None:
+        print(f"demo: what the lock saw (the kiosk screen, {station.screen.shown} frames): "
               f"{cfg.screen.path}", flush=True)
     return 0
 

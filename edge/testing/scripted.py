@@ -135,7 +135,7 @@ class ScriptedMatcher:
         self.gallery = None
 
     def prepare(self, gallery) -> None:
-        """As edge.vision.match.Matcher.prepare (build_kiosk calls it): keeps the gallery."""
+        """As edge.vision.match.Matcher.prepare (build_station calls it): keeps the gallery."""
         self.gallery = gallery
 
     def result(self, entry) -> Match:

@@ -117,8 +117,7 @@ def featurenet_provenance(bundle) -> str:
 def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frames=None,
                  start_frame: int = 1, audit_path: Path | None = None) -> RunResult:
     """The kiosk exactly as built for the door (simulated relay), timed per stage."""
-    from edge import app
-    from edge.app import build_kiosk, open_source
+    from edge.app import build_station, open_source
     from edge.service.audit import AuditLog
     from edge.door.relay import simulated_relay
 
@@ -137,9 +136,10 @@ def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frame
         if d.event == "granted":
             result.opened_at.append(frame)
 
-    kiosk = None
+    station = None
     try:
-        kiosk = build_kiosk(cfg, camera, relay, parts, audit, on_decision, matcher=matcher)
+        station = build_station(cfg, camera, relay, parts, audit, on_decision, matcher=matcher)
+        kiosk = station.kiosk
         kiosk.frame_listeners.append(_StageRecorder(kiosk, result, audit))
         c0 = time.process_time()
         stats = kiosk.run(max_frames=max_frames)
@@ -147,9 +147,8 @@ def run_doorlock(cfg, parts, source: str, label: str, *, matcher=None, max_frame
     finally:
         camera.close()
         try:
-            close_kiosk = getattr(app, "close_kiosk", None)  # screen and door I/O, where built
-            if kiosk is not None and close_kiosk is not None:
-                close_kiosk(kiosk)
+            if station is not None:   # screen and door I/O
+                station.close()
         finally:
             relay.close()
             if audit is not None:
