@@ -36,7 +36,7 @@ import sys
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from edge.errors import DoorlockError  # noqa: E402
+from edge.errors import DoorlockError, run_command  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,14 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             args = parser.parse_args(["run", *(argv or [])])
-        try:
-            return args.func(args)
-        except DoorlockError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted: relay locked", file=sys.stderr)
-            return 130
+        return run_command(args.func, args, interrupted="interrupted: relay locked")
     finally:
         if held is not None:
             signal.signal(signal.SIGHUP, held)
