@@ -3,23 +3,12 @@
   edge run                       the built-in demo: sample video, simulated lock
   edge run --config FILE         the kiosk as configured (the systemd service uses this)
   edge enrol --name N --photo P  add a person to the gallery from photos
-  edge enrol --from PATH         enrol from a signed USB stick mounted at PATH (README)
-  edge keygen --out FILE         make the device enrolment key (door and admin computer)
-  edge sign --key FILE PATH      sign the stick's manifest (administrator's computer)
-  edge bench                     field benchmark (latency, fps, 1:N scaling, vs face_recognition)
-  edge liveness-eval             APCER / BPCER of the liveness check (generated photo attacks, real video)
+  edge enrol --from PATH         enrol from a signed USB stick mounted at PATH
+  edge keygen / edge sign        the enrolment key and signed sticks (standard library only)
+  edge bench / edge liveness-eval  field benchmark; APCER / BPCER of the liveness check
 
-Every fault a user can cause ends in one line on stderr and a non-zero exit status,
-never a traceback; the relay is locked on every way out. Exit status: 0 done; 2 a fault
-the user can fix (a bad option, file, photo, config or gallery; a refused stick), with
-the gallery unchanged; 3 (enrol --from) the stick was applied but changed nothing;
-130 interrupted; 128 + N killed by signal N (SIGTERM: 143). A report that `enrol --from
---report` cannot write is a warning: the status still says what the gallery did.
-
-The demo (`run` without --config) keeps everything it writes (its gallery, audit log and
-screen file) in its own temporary folder; options that would point it at a user's data
-(--gallery, --set recognition.gallery / audit.path / audit.debug_dir / screen.path) are
-refused with status 2: give --config to run the kiosk on that data.
+A fault a user can cause is one line on stderr and exit status 2, never a traceback; the
+relay is locked on every way out. All exit codes: docs/enrolment.md#exit-codes.
 """
 
 from __future__ import annotations
@@ -42,7 +31,7 @@ from edge.errors import DoorlockError, run_command  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edge", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:6]))
+                                epilog="\n".join(__doc__.splitlines()[2:8]))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the kiosk loop (no options: the built-in demo)",
