@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any, Callable
 
 from edge.errors import DoorlockError
-from edge.service.fsutil import PrivateFileError, read_private_file
+from edge.service.fsutil import PrivateFileError, atomic_write_bytes, read_private_file
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +206,10 @@ class RemoteUnlock:
 def write_command_key(path: str | os.PathLike) -> bytes:
     """A new command key in a file of mode 0600 (never over an existing file)."""
     key = secrets.token_bytes(KEY_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:   # whole or not at all: a power cut never leaves half a key behind
+        atomic_write_bytes(path, f"{KEY_HEADER} {key.hex()}\n".encode(), mode=0o600, overwrite=False)
     except OSError as exc:
-        raise DoorlockError(f"{path}: cannot write the command key ({exc.strerror})") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{KEY_HEADER} {key.hex()}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        raise DoorlockError(f"{path}: cannot write the command key ({exc.strerror or exc})") from None
     return key
 
 
