@@ -1,14 +1,12 @@
 """The device enrolment key: the secret that authenticates an enrolment stick.
 
 A random 256-bit key, made once with `python -m edge keygen`, lives on the door
-(/etc/doorlock/enrol.key, readable by root and the doorlock group only) and on the
+(/etc/doorlock/enrol.key, readable by root and the doorlock-enrol group only) and on the
 administrator's computer, which signs each stick's manifest with it (`python -m edge sign`).
-A stick whose manifest carries no HMAC-SHA256 made with this key changes nothing.
-
-Key file: one line, `doorlock-enrol-key-v1 <64 hex digits>`. The key id printed and
-written into signed manifests is a hash of the key (it reveals nothing of the key), so a
-stick signed for another door is refused with a clear reason instead of a bare mismatch.
+A stick whose manifest carries no HMAC-SHA256 made with this key changes nothing. The key
+id is a hash of the key, so a stick signed for another door is refused with a clear reason.
 Standard library only: the administrator's computer needs nothing else to sign.
+The key file and its checks: docs/enrolment.md, "The enrolment key".
 """
 
 from __future__ import annotations

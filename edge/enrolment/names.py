@@ -1,22 +1,12 @@
 """People's names: one rule for a stick's manifest and for `edge enrol --name`.
 
 A name is what the administrator reads in the gallery, the audit log and a stick's
-report.txt, so it must show what it is:
-- normalised to NFC (the "é" of "José" is one code point, whichever way it was typed);
-- 1..64 characters, no leading or trailing space, no two spaces in a row;
-- no control character (Unicode category Cc: C0 and C1 controls, CR, ESC, DEL), no format
-  character (Cf: a zero-width space or joiner, a right-to-left override, a soft hyphen),
-  no line or paragraph separator (Zl, Zp: U+2028 would start a fake line in report.txt),
-  no surrogate, private-use or unassigned code point (Cs, Co, Cn), no space other than
-  U+0020 (Zs: a no-break or ideographic space looks like a space and is not one), no other
-  invisible character (Hangul fillers, variation selectors, the combining grapheme joiner,
-  a blank Braille pattern), no combining mark at the start and at most 4 in a row.
-
-Two names are the same person when their `name_key`s are equal: case- and width-folded
-(NFKC and casefold, as Unicode's NFKC_Casefold does) with invisible characters dropped. So
-"José" typed either way, "JOSÉ" and a full-width "Ｊｏｓé" are one person for duplicates
-and revokes, and a revoke of "Barack Obama" also removes an "Obama" with a zero-width
-space that an older version let in.
+report.txt, so it must show what it is: NFC, 1..64 characters, no control, format,
+separator, private-use, unassigned or other invisible character, no space but U+0020.
+Two names are one person when their `name_key`s (NFKC_Casefold, invisible characters
+dropped) are equal, so duplicates and revokes are found across spellings, also for names
+with invisible characters that an older version let in.
+The whole rule, with examples: docs/enrolment.md, "Names".
 """
 
 from __future__ import annotations

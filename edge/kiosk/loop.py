@@ -1,18 +1,12 @@
-"""The kiosk loop: camera -> detect -> align (face mesh landmarks) -> embed -> match -> gates
--> decide -> relay.
+"""The kiosk loop: camera -> detect -> align -> embed -> match -> gates -> decide -> relay.
 
-One frame at a time, FeatureNet once per frame on the face to be judged (the largest,
-i.e. closest). The door opens only when the same enrolled identity passes the threshold
-and every gate in N consecutive frames. Fail-secure throughout: a fault in any stage locks
-the relay, is logged, and the loop goes on with the next frame; leaving the loop by any
-path (end of video, SIGTERM, an exception) leaves the relay off.
-
-Extension points, so features plug in without touching the loop:
-- gates (`Gate`): checks between recognition and the unlock (liveness, access hours,
-  lockout). A gate sees every judged face (`observe`) and may refuse a recognised
-  identity with a reason (`refuse`), which is logged as a "refused" decision.
-- frame listeners: `on_frame(frame, face, decision)` after every camera frame (the
-  systemd watchdog, the kiosk screen); `face` and `decision` are None when absent.
+One frame at a time, FeatureNet once per frame on the largest (closest) face. The door
+opens only when the same enrolled identity passes the threshold and every gate in N
+consecutive frames. Fail-secure: a fault in any stage locks the relay, is logged, and the
+loop goes on with the next frame; leaving the loop by any path leaves the relay off.
+Features plug in without touching the loop, as gates (`Gate`: `observe`, `refuse` with a
+reason) and frame listeners (`on_frame(frame, face, decision)`): docs/install.md,
+"The kiosk loop".
 """
 
 from __future__ import annotations

@@ -1,39 +1,12 @@
 """Access hours: per-person windows (from the enrolment data), per-door windows, holidays.
 
-A kiosk `Gate` (`AccessHoursGate`, name "hours"): a recognised person outside their
-hours is refused, with the reason in the audit log ("hours: outside access hours ...")
-and "Outside your access hours" on the screen.
-
-Where the hours come from
-- a person: the gallery's per-person info, `gallery.people[name]["hours"]`, a string
-  or a list of strings (enrolment writes it: `Gallery.add(name, vectors, hours=...)`).
-  No "hours" key (or an empty one) means unrestricted. A person whose hours cannot be
-  read is refused (fail-secure) and the error is logged; `parse_hours` lets enrolment
-  check them first.
-- the door: `[access] door_hours`, for everyone (empty: always open).
-- holidays: `[access] holidays`: "2026-12-25", a range "2026-12-24..2026-12-31", or
-  "12-25" for every year. On a holiday only windows for the day "Hol" apply, so people
-  with restricted hours are refused all day unless they have one; unrestricted people
-  are not affected (unless door_hours apply).
-
-Window syntax (case-insensitive), several separated by ";" or given as a list:
-    "Mon-Fri 07:00-19:00"      weekdays, 7 am to 7 pm
-    "Sat,Sun 09:00-13:00"      days as a list, ranges wrap ("Fri-Mon")
-    "Mon-Fri 22:00-06:00"      crosses midnight: from 22:00 on the day named to 06:00 next day
-    "daily 00:00-24:00"        every (non-holiday) day; a window without days is daily too
-    "Hol 10:00-14:00"          holidays only
-    "always" / "never"
-
-Times are wall-clock times in `[access] timezone` ("local": the system's zone, e.g.
-from /etc/localtime). The instant is converted with zoneinfo and the window compared
-on the wall clock, so daylight-saving change days behave as a clock on the wall does:
-on the spring-forward day the skipped hour never happens and "07:00" is 07:00 summer
-time; on the fall-back day a repeated hour is inside a window both times.
-
-A clock earlier than the software's build date (`BUILD_DATE`, or the model bundle's, if
-later) is wrong: a Pi without a real-time clock that booted without the network. Then
-nobody with restricted hours (and, with door_hours, nobody) is let in, and one "fault"
-line is logged until the clock is right again.
+`AccessHoursGate` (kiosk gate "hours") refuses a recognised person outside their own
+hours or the door's, and on a holiday outside its "Hol" windows; hours that cannot be
+read refuse that person (fail-secure). Windows are compared on the wall clock of
+`[access] timezone`, so daylight-saving days behave as a clock on the wall does. A clock
+before `BUILD_DATE` (a Pi without a real-time clock, booted offline) is wrong: restricted
+people are refused and one "fault" line is logged until it is right again.
+Window syntax, holidays and examples: docs/enrolment.md, "Access hours".
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The door's audit log: one JSON line per decision, durable, rotated by size.
 
-Each line is written with one write() on an O_APPEND file and then fsync'd, so after a
-power cut the log holds every decision up to the last one (at worst that last line is
-torn, and `read_records` skips it). Rotation is our own few lines rather than
-logging.handlers.RotatingFileHandler, because that handler neither fsyncs nor reports
-failures (logging swallows them) and a door log must do both: write() raises
+Each line is appended (O_APPEND) and fsync'd, so a power cut loses at most a torn last
+line, which `read_records` skips. Rotation is our own rather than logging's
+RotatingFileHandler, which neither fsyncs nor reports failures: `write()` raises
 DoorlockError when the disk refuses, and the caller decides (the kiosk logs it and keeps
-the door shut). Files: audit.jsonl, then audit.jsonl.1 (newest) .. audit.jsonl.N.
-
-No face images are kept unless `keep_debug_images` is set together with a `debug_dir`;
-then frames are saved as JPEG atomically (temporary file, fsync, rename).
-The constructor takes the [audit] config keys, so `AuditLog(**asdict(cfg.audit))` works.
-Listeners (`add_listener`: the MQTT publisher) get each record once it is durable, in the
-file's order; they must not block, and what they raise is logged, never raised here.
+the door shut). Listeners (the MQTT publisher) get each record once it is durable.
+No face images unless debug images are on. Files, listeners, debug images:
+docs/install.md, "The audit log".
 """
 
 from __future__ import annotations

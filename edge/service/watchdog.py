@@ -1,23 +1,12 @@
 """The kiosk as a systemd service: readiness, the watchdog, status, reload on SIGHUP.
 
-systemd's notify protocol (sd_notify(3)) without libsystemd: a datagram of
-"KEY=VALUE" lines sent to the unix socket named by $NOTIFY_SOCKET (a path, or "@name"
-for the abstract namespace). Without $NOTIFY_SOCKET (not started by systemd) every call
-is a no-op. doorlock.service is `Type=notify` with `WatchdogSec=`:
-
-- READY=1 once the models, the gallery and the camera are set up (systemd then counts
-  the service as started);
-- WATCHDOG=1 after each healthy frame: a camera frame was read and judged without a
-  fault. A loop that hangs (a camera read that never returns, a wedged interpreter) or
-  that only faults stops the pings, and systemd kills and restarts the kiosk
-  (Restart=always); the relay is off at every start, so the door stays locked meanwhile;
-- STATUS=... a one-line summary every few seconds (`systemctl status doorlock`);
-- RELOADING=1 / READY=1 around a gallery reload, STOPPING=1 on the way out.
-
-`GalleryReloader` reloads the gallery when the service gets SIGHUP (`systemctl reload
-doorlock`, sent after a USB enrolment): the signal handler only sets a flag; the reload
-itself runs in the kiosk loop between two frames (it is a frame listener), so the matcher
-never sees half a gallery. A gallery that fails to load is logged and the one in use kept.
+systemd's notify protocol (sd_notify(3)) without libsystemd; a no-op without
+$NOTIFY_SOCKET. WATCHDOG=1 follows each healthy frame, so a loop that hangs or only
+faults is killed and restarted by systemd, with the relay off. `GalleryReloader` reloads
+the gallery on SIGHUP: the signal handler only sets a flag and the reload runs in the
+kiosk loop between two frames (a frame listener), so the matcher never sees half a
+gallery; a gallery that fails to load is logged and the one in use kept.
+The messages sent and when: docs/install.md, "The systemd service".
 """
 
 from __future__ import annotations

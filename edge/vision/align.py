@@ -1,15 +1,11 @@
 """5-point similarity alignment onto a template, and remapping between templates.
 
-A recognition network only gives stable descriptors when every face reaches it at the same
-place, scale and roll: the template it was trained on. We fit a similarity (no shear, so the
-face keeps its shape) from the detector's keypoints to the template and warp the frame.
-
+A recognition network only gives stable descriptors when every face reaches it at the
+place, scale and roll of the template it was trained on, so we fit a similarity (no shear:
+the face keeps its shape) from the detector's keypoints to the template and warp the frame.
 Points are in image coordinates ((0, 0) = centre of the top-left pixel, as in OpenCV), and
-"left"/"right" here mean the image's sides. A 5-point template is ordered
-[eye on the image's left, eye on the image's right, nose tip, mouth corner on the image's
-left, mouth corner on the image's right] (LANDMARKS5); for a subject facing the camera the
-eye on the image's left is the subject's right eye (edge.vision.bundle.TEMPLATE_ORDER names the
-same order subject-centrically).
+"left"/"right" mean the image's sides: LANDMARKS5's "eye_left" is the subject's right eye.
+Coordinates and point order: docs/models.md, "Alignment".
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """The model bundle: the one definition of what the converter writes and the device loads.
 
-A bundle is a directory per model version:
-
-    models/<name>/
-        metadata.json            what the models expect and how to decide (schema below)
-        featurenet_int8.tflite   full-integer FeatureNet (Edge TPU compatible)
-        featurenet_float.tflite  float32 fallback
-        modelnet_int8.tflite     (optional) learned metric, full integer
-        modelnet_float.tflite    (optional) learned metric, float32
-
-`metadata.json` lists the sha256 and size of every file. Loading checks the schema,
-that every listed file is there and unaltered and that nothing the metadata refers to is
-unlisted; any failure is a one-line `BundleError` naming the file, so the device never
-runs a model it cannot vouch for (fail-secure: the door stays locked).
-
-Writing goes to a temporary directory beside the target, every file fsynced, then one
-rename; an existing bundle is only replaced whole, never half-written.
+A bundle is a directory per model version: `metadata.json` and the model files it lists
+with their sha256 and size. Loading checks the schema, that every listed file is there and
+unaltered and that nothing referred to is unlisted; any failure is a one-line `BundleError`
+naming the file, so the device never runs a model it cannot vouch for (fail-secure).
+Writing goes to a temporary directory beside the target, then one rename, so a bundle is
+only ever replaced whole. Layout and checks: docs/models.md, "The bundle format".
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """The enrolment gallery: the feature vectors of the people allowed in, stored locally.
 
-One `.npz` file (no pickles) holding the vectors, one identity label per vector and a
-JSON header. The header pins the FeatureNet the vectors came from (its sha256): vectors
-of another model are meaningless, so such a gallery is refused rather than matched.
-A checksum over the vectors catches corruption. Saving writes a temporary file in the
-same directory, fsyncs it and renames it over the old one, so a power cut leaves either
-the old gallery or the new one, never a mix.
-
-The store on disk (files 0640, directory 0750; on a Pi the folder is setgid, owned by the
-enrolment user and group doorlock, so the kiosk may read the gallery but never write it):
-  gallery.npz        the current generation
-  gallery.npz.prev   the generation it replaced (kept only if it was intact), for recovery
-                     by hand: a damaged gallery is never replaced by an older one silently,
-                     because the older one may still hold people who were revoked since
-  .gallery.npz.lock  taken (flock) by enrolment around load -> change -> save
-A save is: temporary file (0640) -> fsync -> hard link of the current file to a temporary
-name -> rename over .prev -> fsync the directory -> rename the temporary file over the
-current one -> fsync the directory. A power cut between any two steps leaves a current
-file that is the old gallery or the new one (tests kill the writer at each step).
+One `.npz` file (no pickles): the vectors, one identity label per vector and a JSON header
+that pins the FeatureNet they came from (vectors of another model are meaningless, so such
+a gallery is refused rather than matched), with checksums against corruption. A save keeps
+the replaced generation as `.prev` and renames the new file over the old, so a power cut
+leaves the old gallery or the new one; a damaged gallery is never replaced by `.prev`
+silently, as that may still hold people revoked since.
+Files, modes and the save's steps: docs/enrolment.md, "The gallery store".
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """1:N matching of a probe feature against every enrolled vector in one vectorised call.
 
-Every matcher returns a score per gallery vector where lower means "more alike", so one
-rule decides for all: accept the best identity when its score is below the threshold.
-- `DistanceMatcher`: fixed metrics (L2 as dlib/face_recognition, or cosine distance),
-  and their mirror-averaged -M forms.
-- `ModelNetMatcher`: BioMetricNet's learned metric. The first fully connected layer is
-  split so the gallery's share is computed once, when the gallery loads:
-    concat     [f_p; f_g] W = f_p W_a + f_g W_b
-    symmetric  [(f_p - f_g)^2; f_p * f_g] W = f_p^2 W_a + f_g^2 W_a + (f_p * f_g)(W_b - 2 W_a)
-    unitsym    symmetric on unit-length features u = f / ||f|| (the gallery stored normalised)
-  BioMetricNet-M averages z over the 4 original/mirrored combinations.
-  For large galleries ModelNet re-scores a shortlist: the `shortlist` gallery vectors
-  nearest to the probe in L2 (one matrix-vector product), every other vector scores +inf.
-  The true match of a probe is among its nearest features, so the decision is unchanged
-  while 10,000 enrolled vectors cost about what 64 do.
-A probe aligned by BlazeFace's keypoints (its face mesh was unusable) is scored against
-the gallery's keypoint-aligned vectors (`match(..., keypoints=True)`): a twin matcher
-prepared on Gallery.keypoint_view().
+Every matcher scores each gallery vector with lower meaning "more alike", so one rule
+decides for all: accept the best identity when its score is below the threshold.
+`DistanceMatcher` is a fixed metric (L2, cosine, and their mirror-averaged -M forms);
+`ModelNetMatcher` is BioMetricNet's learned metric, its first layer split so the gallery's
+share is computed once, and only a shortlist of a large gallery re-scored. A probe aligned
+by BlazeFace's keypoints is scored against the gallery's keypoint-aligned vectors.
+The split, the shortlist and the keypoint twin: docs/metric.md, "Matching".
 """
 
 from __future__ import annotations
