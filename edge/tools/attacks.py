@@ -101,17 +101,20 @@ def _wave(rng: np.random.Generator, t: np.ndarray, amp: float, fmax: float = 0.6
     return a[0] * np.sin(2 * np.pi * f[0] * t + ph[0]) + a[1] * np.sin(2 * np.pi * f[1] * t + ph[1]) / 2
 
 
-def trajectory(species: str, n: int, rng: np.random.Generator, z0: float) -> list[Pose]:
-    """Poses for n frames around a distance of z0 metres."""
-    t = np.arange(n) / FPS
+def trajectory(species: str, n: int, rng: np.random.Generator, z0: float, fps: float = FPS,
+               scale: float = 1.0) -> list[Pose]:
+    """Poses for n frames around a distance of z0 metres (`scale`: of the movements)."""
+    t = np.arange(n) / fps
     base = dict(tx=rng.uniform(-0.12, 0.12) * z0, ty=rng.uniform(-0.08, 0.1) * z0, tz=z0,
                 roll=rng.uniform(-8, 8), yaw=rng.uniform(-15, 15), pitch=rng.uniform(-15, 15))
     if species == "still":
         amp = dict(tx=0, ty=0, tz=0, roll=0, yaw=0, pitch=0)
         tremor = dict(tx=0, ty=0, tz=0, roll=0, yaw=0, pitch=0)
     else:
-        amp = dict(tx=0.12 * z0, ty=0.1 * z0, tz=0.15 * z0, roll=12, yaw=25, pitch=20)
-        tremor = dict(tx=0.0012, ty=0.0012, tz=0.002, roll=0.4, yaw=0.6, pitch=0.6)
+        amp = {k: scale * v for k, v in dict(tx=0.12 * z0, ty=0.1 * z0, tz=0.15 * z0, roll=12, yaw=25,
+                                             pitch=20).items()}
+        tremor = {k: scale * v for k, v in dict(tx=0.0012, ty=0.0012, tz=0.002, roll=0.4, yaw=0.6,
+                                                pitch=0.6).items()}
     series = {k: base[k] + _wave(rng, t, amp[k]) + _smooth_noise(rng, n, tremor[k]) if amp[k] or tremor[k]
               else np.full(n, base[k]) for k in base}
     if species == "curved":
@@ -208,6 +211,45 @@ def _render_card(card: np.ndarray, alpha: np.ndarray, card_w_m: float, pose: Pos
     return down[0], down[1], (down[2], down[3])
 
 
+class Camera:
+    """The camera's own effects on a rendered frame: motion blur along the subject's motion,
+    defocus, auto-exposure with a lag, sensor noise and JPEG compression (a webcam's MJPG)."""
+
+    def __init__(self, rng: np.random.Generator, defocus: tuple = (0.0, 1.1)):
+        self.rng = rng
+        self.defocus = rng.uniform(*defocus)
+        self.noise = rng.uniform(1.5, 4.5)
+        self.quality = int(rng.integers(70, 95))
+        self.exposure = 1.0
+        self.prev_centre = None
+
+    def expose(self, frame: np.ndarray, centre: np.ndarray, extra_blur: float = 0.0) -> np.ndarray:
+        """float RGB scene -> uint8 RGB frame; `centre`: the subject's image position (pixels)."""
+        rng = self.rng
+        # motion blur: the exposure (half the frame interval) smears the card along its motion
+        if self.prev_centre is not None:
+            v = centre - self.prev_centre
+            half = min(6.0, 0.25 * float(np.hypot(*v)))       # half the smear, in pixels
+            if half >= 1.0:
+                c = int(np.ceil(half))
+                kern = np.zeros((2 * c + 1, 2 * c + 1), np.float32)
+                ux, uy = v / np.hypot(*v) * half
+                cv2.line(kern, (int(round(c - ux)), int(round(c - uy))),
+                         (int(round(c + ux)), int(round(c + uy))), 1.0, 1)
+                frame = cv2.filter2D(frame, -1, kern / kern.sum())
+        self.prev_centre = centre
+        blur = float(np.hypot(self.defocus, extra_blur))
+        if blur > 0.2:
+            frame = cv2.GaussianBlur(frame, (0, 0), blur)
+        # auto-exposure: pulls the mean brightness back towards mid-grey, with a lag
+        target = 115.0 / max(float(frame.mean()), 1.0)
+        self.exposure += 0.3 * (float(np.clip(target, 0.6, 1.6)) - self.exposure)
+        frame = frame * self.exposure + rng.standard_normal(frame.shape, np.float32) * float(self.noise)
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+        ok, jpg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return np.ascontiguousarray(cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1])
+
+
 def attack_frames(photo_rgb: np.ndarray, face_box, species: str = "print", seed: int = 0,
                   n_frames: int = 60) -> Iterator[np.ndarray]:
     """Yield RGB frames (H x W) of one presentation attack made from one face photo."""
@@ -234,13 +276,9 @@ def attack_frames(photo_rgb: np.ndarray, face_box, species: str = "print", seed:
     gradient = rng.uniform(-0.35, 0.35, 2)          # lamp to one side: light falls across the card
     glare_amp = rng.uniform(60, 140) if species == "glossy" else (
         rng.uniform(10, 35) if species == "screen" else 0.0)
-    defocus = rng.uniform(0.0, 1.1)
-    noise = rng.uniform(1.5, 4.5)
-    quality = int(rng.integers(70, 95))
-    exposure = 1.0
+    camera = Camera(rng)
     hand_rgb = np.array([rng.uniform(170, 230), rng.uniform(120, 170), rng.uniform(95, 140)])
     hand_side = rng.choice([-1, 1])
-    prev_centre = None
 
     for i, pose in enumerate(poses):
         layer, cover, (qx, qy) = _render_card(card, alpha, card_w, pose)
@@ -265,28 +303,7 @@ def attack_frames(photo_rgb: np.ndarray, face_box, species: str = "print", seed:
         lit[thumb] = hand_rgb * shade
         frame = room * float(level[i]) * (1 - cover[..., None]) + lit * cover[..., None]
         frame *= np.array([1 + warm[i], 1.0, 1 - warm[i]], np.float32)
-        # motion blur: the exposure (half the frame interval) smears the card along its motion
-        centre = np.array([pose.tx, pose.ty]) / pose.tz * FOCAL
-        if prev_centre is not None:
-            v = centre - prev_centre
-            half = min(6.0, 0.25 * float(np.hypot(*v)))       # half the smear, in pixels
-            if half >= 1.0:
-                c = int(np.ceil(half))
-                kern = np.zeros((2 * c + 1, 2 * c + 1), np.float32)
-                ux, uy = v / np.hypot(*v) * half
-                cv2.line(kern, (int(round(c - ux)), int(round(c - uy))),
-                         (int(round(c + ux)), int(round(c + uy))), 1.0, 1)
-                frame = cv2.filter2D(frame, -1, kern / kern.sum())
-        prev_centre = centre
-        if defocus > 0.2:
-            frame = cv2.GaussianBlur(frame, (0, 0), defocus)
-        # auto-exposure: pulls the mean brightness back towards mid-grey, with a lag
-        target = 115.0 / max(float(frame.mean()), 1.0)
-        exposure += 0.3 * (float(np.clip(target, 0.6, 1.6)) - exposure)
-        frame = frame * exposure + rng.standard_normal(frame.shape, np.float32) * float(noise)
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-        ok, jpg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        yield np.ascontiguousarray(cv2.imdecode(jpg, cv2.IMREAD_COLOR)[..., ::-1])
+        yield camera.expose(frame, np.array([pose.tx, pose.ty]) / pose.tz * FOCAL)
 
 
 def write_clip(frames, path: str | Path, fps: float = FPS) -> Path:

@@ -1,24 +1,9 @@
 """`python -m edge liveness-eval`: APCER and BPCER of the liveness check (ISO/IEC 30107-3).
 
-Replays presentations through the kiosk's own detector and `LivenessGate` (one gate per
-strictness evaluated) and counts, per ISO/IEC 30107-3's terms:
-- APCER (attack presentation classification error rate): the share of attack
-  presentations the gate let through at least once, per PAI species (kind of attack
-  instrument); the worst planar species is the headline figure;
-- BPCER (bona fide presentation classification error rate): the share of live
-  presentations the gate never let through within the presentation.
-
-Attack presentations are made here (edge/tools/attacks.py) from every still photo in the shared
-data (../shared/data/faces or $DOORLOCK_SHARED): each photo as a matte print, a glossy
-print, a phone screen and a propped-up print (the planar species), and as a print bent
-while held (`curved`, a stress test: not a plane). The bona fide presentations are real
-video: by default the Hamilton clip's close-up of Lin-Manuel Miranda (frames 83-211),
-cut into presentations of `--live-seconds`, replayed at the clip's 30 frames/s and again
-at 15 frames/s (every other frame, as a 15 frames/s camera would deliver it).
-
-Like the kiosk, the gate sees the largest face of every frame; a frame without a face
-resets it. Reported too: the mean time to accept a live presentation and the gate's
-added latency per judged frame (the mesh and the planarity test).
+Replays photo attacks, video replays and live video (edge/tools/presentations.py) through the
+kiosk's own detector and `LivenessGate`, one gate per strictness, with or without the texture
+PAD, and reports per attack species and strictness. The method and the figures:
+docs/liveness.md.
 """
 
 from __future__ import annotations
@@ -34,107 +19,66 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import DoorlockError
+from edge.tools.presentations import (Presentation, Video, attack_presentations, live_presentations,  # noqa: F401
+                                      photo_files, pick, read_video, replay_presentations, video_files)
 from edge.tools.shared import shared_dir
 
 DEFAULT_LIVE = (("data", "video", "short_hamilton_clip.mp4"), 83, 211)   # Miranda close up
-PHOTO_GLOBS = ("data/faces/deepface_unit/*.jpg", "data/faces/fr_examples/*.png",
-               "data/faces/fr_examples/train/*/*", "data/faces/fr_examples/test/*.jpg")
 
+DESCRIPTION = """\
+Replays presentations through the kiosk's own detector and `LivenessGate` (one gate per
+strictness evaluated) and counts, per ISO/IEC 30107-3's terms:
+- APCER (attack presentation classification error rate): the share of attack
+  presentations the gate let through at least once, per PAI species (kind of attack
+  instrument); the worst planar photo species and the worst replay species are the headlines;
+- BPCER (bona fide presentation classification error rate): the share of live
+  presentations the gate never let through within the presentation (presentations with a
+  face in fewer than half their frames are left out and counted apart: the detector's
+  business, not the liveness check's).
 
+Photo attacks are made (edge/tools/attacks.py) from every still photo in the shared data
+(../shared/data/faces or $DOORLOCK_SHARED): a matte print, a glossy print, a phone screen and
+a propped-up print (the planar species), and a print bent while held (`curved`, a stress
+test: not a plane). Video replays (edge/tools/replays.py) re-show the live video, cut into
+pieces of --replay-seconds, on a phone in the hand, a tablet, a monitor, and a tablet with
+the face zoomed to fill it held close enough to fill the view (`replay-cropped`), filmed at
+each --replay-fps. The bona fide presentations are the live video (by default the Hamilton
+clip's close-up of Lin-Manuel Miranda, frames 83-211; --live adds files or folders of
+video), cut into presentations of --live-seconds at the video's rate and at half of it.
 
-
-@dataclass
-class Presentation:
-    name: str
-    kind: str          # "live" or an attack species
-    fps: float
-    frames: object     # an iterable of RGB frames (consumed once)
+Like the kiosk, the gate sees the largest face of every frame; a frame without a face
+resets it. Reported too: the mean time to accept a live presentation and the added latency
+per judged frame (the mesh and the planarity test; the PAD apart).
+"""
 
 
 @dataclass
 class Outcome:
     name: str
     kind: str
+    fps: float = 0.0
     accepted: dict = field(default_factory=dict)     # strictness -> first accepted frame (1-based) or None
     frames: int = 0
     faces: int = 0
 
 
-def photo_files(shared: Path) -> list[Path]:
-    files: list[Path] = []
-    for pattern in PHOTO_GLOBS:
-        files += sorted(p for p in shared.glob(pattern) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return files
+class SharedPad:
+    """One texture PAD for several gates: each judged face is scored once."""
 
+    def __init__(self, pad):
+        self.pad, self.threshold = pad, pad.threshold
+        self._key, self._score = None, 0.0
 
-def pick(items: list, n: int | None) -> list:
-    """n items spread evenly over the list (all of them when n is None or too large)."""
-    if n is None or n >= len(items):
-        return list(items)
-    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return [items[i] for i in sorted(set(idx))]
-
-
-def live_presentations(video: Path, first: int, last: int, seconds: float,
-                       steps=(1, 2)) -> list[Presentation]:
-    """The frames first..last (from 1) of a real video, cut into presentations of
-    `seconds`, at the video's own rate and subsampled by each step in `steps`."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise DoorlockError(f"cannot read video {video}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    frames, i = [], 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        i += 1
-        if first <= i <= last:
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        raise DoorlockError(f"{video}: no frames in {first}-{last}")
-    out = []
-    for step in steps:
-        rate = fps / step
-        sub = frames[::step]
-        n = max(1, int(round(seconds * rate)))
-        for k in range(0, len(sub) - n + 1, n):
-            a = first + k * step
-            out.append(Presentation(f"{video.name}:{a}-{a + (n - 1) * step}@{rate:.0f}fps", "live",
-                                    rate, sub[k:k + n]))
-    return out
-
-
-def attack_presentations(photos: list[Path], species: tuple[str, ...], n_frames: int,
-                         detector, first_index: int = 0, skipped: list | None = None) -> list[Presentation]:
-    """One clip per photo and species, made lazily (frames are rendered as they are read);
-    each clip's seed comes from the photo's index (from `first_index`) and the species.
-    Photos in which the detector finds no face are left out (and listed in `skipped`)."""
-    from edge.tools.attacks import FPS, attack_frames
-    from edge.enrolment.enrol import read_photo
-
-    out = []
-    if not species:
-        return out
-    for i, path in enumerate(photos, first_index):
-        img = read_photo(path)
-        faces = detector.detect(img)
-        if not faces:
-            if skipped is not None:
-                skipped.append(str(path))
-            continue
-        for j, sp in enumerate(species):
-            out.append(Presentation(f"{path.parent.name}/{path.name}", sp, FPS,
-                                    attack_frames(img, faces[0].box, sp, seed=1000 * i + 17 * j, n_frames=n_frames)))
-    return out
+    def score(self, frame, box) -> float:
+        key = (id(frame), tuple(float(v) for v in box))
+        if key != self._key:
+            self._key, self._score = key, self.pad.score(frame, box)
+        return self._score
 
 
 def replay(p: Presentation, detector, gates: dict) -> Outcome:
     """Feed one presentation to every gate as the kiosk would; stop once all accepted."""
-    out = Outcome(p.name, p.kind, {s: None for s in gates})
+    out = Outcome(p.name, p.kind, p.fps, {s: None for s in gates})
     for g in gates.values():
         g.reset()
     no = 0
@@ -156,8 +100,14 @@ def replay(p: Presentation, detector, gates: dict) -> Outcome:
     return out
 
 
+def judged(o: Outcome) -> bool:
+    """A live presentation the liveness check can be blamed for: a face in at least half its
+    frames (presentations stop early once accepted, so an accepted one always counts)."""
+    return any(v is not None for v in o.accepted.values()) or 2 * o.faces >= o.frames
+
+
 def summarise(outcomes: list[Outcome], strictness: list[str], species: tuple[str, ...],
-              planar: tuple[str, ...], fps: dict) -> dict:
+              planar: tuple[str, ...], fps: dict | None = None, replays: tuple[str, ...] = ()) -> dict:
     res = {}
     for s in strictness:
         r = {"apcer": {}, "bpcer": None}
@@ -165,52 +115,84 @@ def summarise(outcomes: list[Outcome], strictness: list[str], species: tuple[str
             att = [o for o in outcomes if o.kind == sp]
             if att:
                 acc = sum(o.accepted[s] is not None for o in att)
-                r["apcer"][sp] = {"accepted": acc, "presentations": len(att), "rate": acc / len(att)}
+                by_fps = {}
+                for rate in sorted({o.fps for o in att}):
+                    at = [o for o in att if o.fps == rate]
+                    by_fps[f"{rate:g}"] = sum(o.accepted[s] is not None for o in at) / len(at)
+                r["apcer"][sp] = {"accepted": acc, "presentations": len(att), "rate": acc / len(att),
+                                  "by_fps": by_fps}
         pl = [v["rate"] for k, v in r["apcer"].items() if k in planar]
         r["apcer_planar_max"] = max(pl) if pl else None
-        live = [o for o in outcomes if o.kind == "live"]
+        rp = [v["rate"] for k, v in r["apcer"].items() if k in replays]
+        r["apcer_replay_max"] = max(rp) if rp else None
+        every = [o for o in outcomes if o.kind == "live"]
+        live = [o for o in every if judged(o)]
         if live:
             refused = [o.name for o in live if o.accepted[s] is None]
-            times = [(o.accepted[s] - 1) / fps[o.name] for o in live if o.accepted[s] is not None]
+            times = [(o.accepted[s] - 1) / (fps[o.name] if fps else o.fps) for o in live if o.accepted[s] is not None]
             r["bpcer"] = {"refused": len(refused), "presentations": len(live),
                           "rate": len(refused) / len(live), "refused_names": refused,
-                          "mean_s_to_accept": float(np.mean(times)) if times else None}
+                          "mean_s_to_accept": float(np.mean(times)) if times else None,
+                          "median_s_to_accept": float(np.median(times)) if times else None,
+                          "no_face": [o.name for o in every if not judged(o)]}
         res[s] = r
     return res
 
 
-def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], latency_ms: float) -> str:
-    lines = []
-    head = f"{'strictness':10s} " + " ".join(f"{sp + ('' if sp in planar else '*'):>14s}" for sp in species) \
-        + f" {'APCER max':>10s} {'BPCER':>12s} {'to accept':>10s}"
-    lines.append(head)
-    for s, r in res.items():
-        cells = []
-        for sp in species:
-            a = r["apcer"].get(sp)
-            cells.append(f"{a['rate'] * 100:5.1f}% ({a['accepted']}/{a['presentations']})" if a else "-")
-        b = r["bpcer"]
-        bp = f"{b['rate'] * 100:5.1f}% ({b['refused']}/{b['presentations']})" if b else "-"
-        ta = f"{b['mean_s_to_accept']:.2f} s" if b and b["mean_s_to_accept"] is not None else "-"
-        apm = f"{r['apcer_planar_max'] * 100:.1f}%" if r["apcer_planar_max"] is not None else "-"
-        lines.append(f"{s:10s} " + " ".join(f"{c:>14s}" for c in cells) + f" {apm:>10s} {bp:>12s} {ta:>10s}")
-    lines.append("APCER per attack species (PAI species), max over the planar ones; * = not planar "
-                 "(stress test, not in the max).")
+def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], latency_ms: float,
+                 replays: tuple[str, ...] = (), pad_ms: float | None = None) -> str:
+    """Rows per attack species, then the headlines, BPCER and the time to accept; a column
+    per strictness."""
+    cols = list(res)
+
+    def rate(a):
+        return f"{a['rate'] * 100:5.1f}% ({a['accepted']}/{a['presentations']})" if a else "-"
+
+    def pct(v):
+        return f"{v * 100:.1f}%" if v is not None else "-"
+
+    rows = []
+    for sp in species:
+        mark = "" if sp in planar or sp in replays else "*"
+        rows.append((f"APCER {sp}{mark}", [rate(res[s]["apcer"].get(sp)) for s in cols]))
+    if any(sp in planar for sp in species):
+        rows.append(("APCER max, planar photos", [pct(res[s]["apcer_planar_max"]) for s in cols]))
+    if any(sp in replays for sp in species):
+        rows.append(("APCER max, video replays", [pct(res[s]["apcer_replay_max"]) for s in cols]))
+    b = {s: res[s]["bpcer"] for s in cols}
+    rows.append(("BPCER live video", [f"{x['rate'] * 100:5.1f}% ({x['refused']}/{x['presentations']})" if x else "-"
+                                     for x in b.values()]))
+    rows.append(("mean time to accept", [f"{x['mean_s_to_accept']:.2f} s" if x and x["mean_s_to_accept"] is not None
+                                        else "-" for x in b.values()]))
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"{'':{width}s}" + "".join(f"{s:>18s}" for s in cols)]
+    lines += [f"{name:{width}s}" + "".join(f"{c:>18s}" for c in cells) for name, cells in rows]
+    lines.append("APCER per attack species (PAI species); * = not planar (stress test, not in the max).")
     lines.append(f"added latency per judged frame (face mesh + planarity test): {latency_ms:.1f} ms mean")
+    if pad_ms is not None:
+        lines.append(f"texture PAD (both MiniFASNets, int8, 1 thread): {pad_ms:.1f} ms per judged face, on top")
     return "\n".join(lines)
 
 
 def evaluate(strictness: list[str], window: int, photos: list[Path], species: tuple[str, ...],
-             n_frames: int, live: list[Presentation], num_threads: int = 2, progress=None) -> dict:
+             n_frames: int, live: list[Presentation], num_threads: int = 2, progress=None,
+             videos: list[Video] = (), replay_seconds: float = 2.0, replay_fps=(15, 30), pad=None) -> dict:
     from edge.tools.attacks import PLANAR
+    from edge.tools.replays import REPLAY_SPECIES
     from edge.vision.detect import FaceDetector
     from edge.kiosk.liveness import FaceMesh, LivenessGate
 
     detector = FaceDetector("short", min_score=0.6, min_face_px=60, num_threads=num_threads)
     mesh = FaceMesh(num_threads)
-    gates = {s: LivenessGate(s, window, mesh=mesh) for s in strictness}
+    shared_pad = SharedPad(pad) if pad is not None else None
+    gates = {s: LivenessGate(s, window, mesh=mesh, pad=shared_pad) for s in strictness}
     skipped: list[str] = []
-    presentations = live + attack_presentations(photos, species, n_frames, detector, skipped=skipped)
+    pieces_left_out: list[str] = []
+    photo_species = tuple(sp for sp in species if sp not in REPLAY_SPECIES)
+    replay_species = tuple(sp for sp in species if sp in REPLAY_SPECIES)
+    presentations = live + attack_presentations(photos, photo_species, n_frames, detector, skipped=skipped) \
+        + replay_presentations(list(videos), replay_species, replay_seconds, tuple(replay_fps), detector,
+                               skipped=pieces_left_out)
     outcomes = []
     t0 = time.perf_counter()
     for i, p in enumerate(presentations):
@@ -221,52 +203,95 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
                             for s, v in o.accepted.items())
             progress(f"[{i + 1}/{len(presentations)}] {o.kind:7s} {o.name}: {acc}")
     observed = sum(g.observed for g in gates.values())
-    latency = 1000 * sum(g.observe_s for g in gates.values()) / observed if observed else 0.0
-    fps = {p.name: p.fps for p in presentations}
+    gate_s = sum(g.observe_s for g in gates.values()) - (pad.score_s if pad is not None else 0.0)
+    latency = 1000 * gate_s / observed if observed else 0.0
     planar = tuple(sp for sp in species if sp in PLANAR)
-    res = summarise(outcomes, strictness, species, planar, fps)
-    return {"results": res, "latency_ms": latency, "window": window, "frames_per_attack": n_frames,
-            "photos": len(photos), "photos_without_a_face": skipped, "live_presentations": len(live), "wall_s": time.perf_counter() - t0,
-            "species": list(species), "planar": list(planar),
+    res = summarise(outcomes, strictness, species, planar, replays=replay_species)
+    return {"results": res, "latency_ms": latency, "pad": None if pad is None else
+            {"threshold": pad.threshold, "ms_per_face": pad.mean_ms, "faces": pad.scored},
+            "window": window, "frames_per_attack": n_frames,
+            "photos": len(photos), "photos_without_a_face": skipped, "live_presentations": len(live),
+            "replay_pieces_without_a_face": pieces_left_out, "replay_seconds": replay_seconds,
+            "replay_fps": list(replay_fps), "wall_s": time.perf_counter() - t0,
+            "species": list(species), "planar": list(planar), "replays": list(replay_species),
             "outcomes": [vars(o) for o in outcomes]}
 
 
-def cmd_liveness_eval(args) -> int:
-    from edge.tools.attacks import SPECIES
+def _videos(specs: list[str], shared: Path) -> list[Video]:
+    out = []
+    for spec in specs:
+        path, sep, rng = spec.rpartition(":")
+        if not sep or not re.fullmatch(r"\d+-\d+", rng):
+            path, rng = spec, ""
+        first, last = (int(v) for v in rng.split("-")) if rng else (1, 10 ** 9)
+        if not Path(path).exists():
+            raise DoorlockError(f"live video not found: {path} (the shared data is looked for in {shared}; "
+                                "set DOORLOCK_SHARED or --shared)")
+        files = video_files(Path(path))
+        if not files:
+            raise DoorlockError(f"no video files in {path}")
+        out += [read_video(f, first, last) for f in files]
+    return out
 
+
+def _species(text: str) -> tuple[str, ...]:
+    from edge.tools.attacks import SPECIES
+    from edge.tools.replays import REPLAY_SPECIES
+
+    species = tuple(s.strip() for s in text.split(",") if s.strip())
+    for s in species:
+        if s not in SPECIES + REPLAY_SPECIES:
+            raise DoorlockError(f"--species: unknown species {s!r} (known: {', '.join(SPECIES + REPLAY_SPECIES)})")
+    return species
+
+
+def cmd_liveness_eval(args) -> int:
     shared = Path(args.shared) if args.shared else shared_dir()
     strictness = [s.strip() for s in args.strictness.split(",") if s.strip()]
     for s in strictness:
         if s not in ("normal", "strict"):
             raise DoorlockError(f"--strictness: {s!r} is not 'normal' or 'strict'")
-    species = tuple(s.strip() for s in args.species.split(",") if s.strip())
-    for s in species:
-        if s not in SPECIES:
-            raise DoorlockError(f"--species: unknown species {s!r} (known: {', '.join(SPECIES)})")
-    live_specs = args.live or [f"{shared.joinpath(*DEFAULT_LIVE[0])}:{DEFAULT_LIVE[1]}-{DEFAULT_LIVE[2]}"]
-    live = []
-    for spec in live_specs:
-        path, sep, rng = spec.rpartition(":")
-        if not sep or not re.fullmatch(r"\d+-\d+", rng):
-            path, rng = spec, ""
-        first, last = (int(v) for v in rng.split("-")) if rng else (1, 10 ** 9)
-        if not Path(path).is_file():
-            raise DoorlockError(f"live video not found: {path} (the shared data is looked for in {shared}; "
-                                "set DOORLOCK_SHARED or --shared)")
-        live += live_presentations(Path(path), first, last, args.live_seconds)
+    species = _species(args.species)
+    try:
+        rates = tuple(float(v) for v in args.replay_fps.split(",") if v.strip())
+    except ValueError:
+        raise DoorlockError(f"--replay-fps: not a list of frame rates: {args.replay_fps!r}") from None
+    if not rates or min(rates) <= 0 or max(rates) > 120:
+        raise DoorlockError(f"--replay-fps: frame rates between 0 and 120, got {args.replay_fps!r}")
+    videos = _videos(args.live or [f"{shared.joinpath(*DEFAULT_LIVE[0])}:{DEFAULT_LIVE[1]}-{DEFAULT_LIVE[2]}"],
+                     shared)
+    live = [p for v in videos for p in live_presentations(v, args.live_seconds)]
     photos = pick(photo_files(shared), args.photos)
-    if not photos and species:
+    if not photos and any(sp for sp in species if not sp.startswith("replay-")):
         raise DoorlockError(f"no face photos under {shared / 'data' / 'faces'} (set DOORLOCK_SHARED or --shared)")
+    pad = None
+    if args.pad == "minifasnet":
+        from edge.kiosk.pad import TexturePad
+
+        pad = TexturePad(num_threads=1, threshold=args.pad_threshold)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = evaluate(strictness, args.window, photos, species, args.frames, live, args.threads, progress)
-    table = format_table(report["results"], species, tuple(report["planar"]), report["latency_ms"])
-    print(f"liveness evaluation: {len(photos)} photos x {len(species)} attack species, {args.frames} frames "
+    report = evaluate(strictness, args.window, photos, species, args.frames, live, args.threads, progress,
+                      videos, args.replay_seconds, rates, pad)
+    table = format_table(report["results"], species, tuple(report["planar"]), report["latency_ms"],
+                         tuple(report["replays"]), None if pad is None else pad.mean_ms)
+    n_photo = len(species) - len(report["replays"])
+    print(f"liveness evaluation: {len(photos)} photos x {n_photo} attack species, {args.frames} frames "
           f"each at 15 frames/s; {len(live)} live presentations of {args.live_seconds:g} s; "
           f"window {args.window} frames; {report['wall_s']:.0f} s")
+    if report["replays"]:
+        print(f"video replays: {len(videos)} live videos in pieces of {args.replay_seconds:g} s x "
+              f"{len(report['replays'])} replay species at {', '.join(f'{r:g}' for r in rates)} frames/s")
+    print(f"texture PAD: {args.pad}" + (f" (threshold {args.pad_threshold:g})" if pad is not None else ""))
     print(table)
     if report["photos_without_a_face"]:
         print(f"photos left out (no face found by the detector): {', '.join(report['photos_without_a_face'])}")
+    if report["replay_pieces_without_a_face"]:
+        print(f"video pieces not replayed (a face in fewer than half of their frames): "
+              f"{', '.join(report['replay_pieces_without_a_face'])}")
     for s, r in report["results"].items():
+        if r["bpcer"] and r["bpcer"]["no_face"] and s == strictness[0]:
+            print(f"live presentations left out of BPCER (a face in fewer than half of their frames): "
+                  f"{', '.join(r['bpcer']['no_face'])}")
         if r["bpcer"] and r["bpcer"]["refused_names"]:
             print(f"{s}: live presentations refused: {', '.join(r['bpcer']['refused_names'])}")
         for sp, a in r["apcer"].items():
@@ -277,47 +302,64 @@ def cmd_liveness_eval(args) -> int:
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"report written to {args.json}")
     if args.save_clips:
-        save_clips(Path(args.save_clips), photos[:3], species, args.frames)
+        save_clips(Path(args.save_clips), photos[:3], species, args.frames, videos[:1], rates)
     return 0
 
 
-def save_clips(folder: Path, photos: list[Path], species: tuple[str, ...], n_frames: int) -> None:
+def save_clips(folder: Path, photos: list[Path], species: tuple[str, ...], n_frames: int,
+               videos: list[Video] = (), rates=(15,)) -> None:
     """A few of the generated attack clips as AVI files, to look at."""
     from edge.tools.attacks import attack_frames, write_clip
+    from edge.tools.replays import REPLAY_SPECIES
     from edge.vision.detect import FaceDetector
     from edge.enrolment.enrol import read_photo
 
     det = FaceDetector("short", num_threads=2)
+    photo_species = [sp for sp in species if sp not in REPLAY_SPECIES]
     for i, path in enumerate(photos):
         img = read_photo(path)
         faces = det.detect(img)
         if faces:
-            for j, sp in enumerate(species):
+            for j, sp in enumerate(photo_species):
                 out = write_clip(attack_frames(img, faces[0].box, sp, seed=1000 * i + 17 * j, n_frames=n_frames),
                                  folder / f"{path.stem}-{sp}.avi")
                 print(f"wrote {out}")
-
-
-DESCRIPTION = __doc__
+    reps = replay_presentations(list(videos), tuple(sp for sp in species if sp in REPLAY_SPECIES), 2.0,
+                                tuple(rates), det)
+    seen = set()
+    for p in reps:
+        if (p.kind, p.fps) not in seen:
+            seen.add((p.kind, p.fps))
+            out = write_clip(p.frames, folder / f"{p.kind}-{p.fps:g}fps.avi", fps=p.fps)
+            print(f"wrote {out}")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     from edge.tools.attacks import SPECIES
+    from edge.tools.replays import REPLAY_SPECIES
 
     e = sub.add_parser("liveness-eval", help="APCER / BPCER of the liveness check on generated photo "
-                                             "attacks and real video (ISO/IEC 30107-3)",
+                                             "attacks, video replays and real video (ISO/IEC 30107-3)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--strictness", default="normal,strict", help="comma-separated (default %(default)s)")
     e.add_argument("--window", type=int, default=15, help="liveness window in frames (default %(default)s)")
-    e.add_argument("--species", default=",".join(SPECIES), help="attack species (default %(default)s)")
+    e.add_argument("--species", default=",".join(SPECIES + REPLAY_SPECIES),
+                   help="attack species (default %(default)s)")
     e.add_argument("--photos", type=int, help="use this many photos, spread over the set (default: all)")
     e.add_argument("--frames", type=int, default=30,
-                   help="frames per attack clip, at 15 frames/s (default %(default)s)")
+                   help="frames per photo attack clip, at 15 frames/s (default %(default)s)")
     e.add_argument("--live", action="append", metavar="VIDEO[:FIRST-LAST]",
-                   help="real video of a live person facing the camera (repeatable; frames from 1; "
-                        "default: the Hamilton clip's close-up, 83-211)")
+                   help="real video of a live person facing the camera, or a folder of them (repeatable; "
+                        "frames from 1; default: the Hamilton clip's close-up, 83-211)")
     e.add_argument("--live-seconds", type=float, default=1.0,
                    help="length of one live presentation (default %(default)s s)")
+    e.add_argument("--replay-seconds", type=float, default=2.0,
+                   help="length of one video replay (default %(default)s s)")
+    e.add_argument("--replay-fps", default="15,30", help="camera frame rates the replays are filmed at "
+                                                         "(default %(default)s)")
+    e.add_argument("--pad", choices=("off", "minifasnet"), default="off",
+                   help="the texture PAD cue in the gate (default %(default)s)")
+    e.add_argument("--pad-threshold", type=float, default=0.9, help="its threshold (default %(default)s)")
     e.add_argument("--shared", help="the project's shared data folder (default ../shared or $DOORLOCK_SHARED)")
     e.add_argument("--threads", type=int, default=2, help="inference threads (default %(default)s)")
     e.add_argument("--json", help="also write the full report (every presentation) to this file")
