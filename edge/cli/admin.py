@@ -21,7 +21,8 @@ def cmd_keygen(args) -> int:
             why = "not a folder"
         raise DoorlockError(f"{args.out}: cannot write the key ({where}: {why})") from None
     print(f"wrote a new enrolment key to {args.out} (mode 0600), key id {key_id(key)}")
-    print("install the same file on the door as /etc/doorlock/enrol.key (root:doorlock, mode 0640) "
+    print("install the same file on the door as /etc/doorlock/enrol.key (root:doorlock-enrol, mode 0640; "
+          "install.sh does this) "
           "and keep it secret: whoever has it can enrol people")
     return 0
 
