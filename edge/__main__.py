@@ -7,8 +7,7 @@
   edge keygen / edge sign        the enrolment key and signed sticks (standard library only)
   edge bench / edge liveness-eval  field benchmark; APCER / BPCER of the liveness check
 
-A fault a user can cause is one line on stderr and exit status 2, never a traceback; the
-relay is locked on every way out. All exit codes: docs/enrolment.md#exit-codes.
+A user's fault: one line on stderr, exit 2, relay locked (docs/enrolment.md#exit-codes).
 """
 
 from __future__ import annotations
