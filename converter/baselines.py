@@ -78,7 +78,9 @@ def train_projection(kind: str, train: FeatureSet, val: FeatureSet | None, P: in
     labels = tf.constant(train.labels)
     val_pairs = sample_pairs(val.labels, 2000, 20000, seed=seed + 7) if val is not None else None
 
-    @tf.function(reduce_retracing=True)
+    opt.build([W])  # here, not inside the first step: `step` is traced once, not twice
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.bool)])
     def step(rows, use_flip):
         x = tf.where(use_flip[:, None], tf.gather(flips, rows), tf.gather(feats, rows))
         y = tf.gather(labels, rows)

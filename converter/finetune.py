@@ -105,7 +105,12 @@ def finetune(root: Path, train: FeatureSet, val: FeatureSet | None, mc: ModelNet
     penalty = getattr(fc0, "delta_penalty", None)
     val_pairs = sample_pairs(val.labels, tc.val_match, tc.val_nonmatch, seed=tc.seed + 7) if val is not None else None
 
-    @tf.function(reduce_retracing=True)
+    # optimisers built here and one signature for every batch: `step` is traced once
+    opt_m.build(model.trainable_variables)
+    opt_h.build(head_vars)
+    ints, flags = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.bool)
+
+    @tf.function(input_signature=[ints, flags, ints, ints, flags])
     def step(rows, use_flip, hi, hj, hsame):
         xb = tf.where(use_flip[:, None, None, None], tf.gather(XF, rows), tf.gather(X, rows))
         xh = tf.concat([tf.gather(X, hi), tf.gather(X, hj)], 0)

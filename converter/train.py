@@ -191,7 +191,12 @@ class Trainer:
         tied = hasattr(fc0, "delta_penalty")
         penalty = fc0.delta_penalty if tied else None
 
-        @tf.function(reduce_retracing=True)
+        # built here, not inside the first step, and one signature for every batch (the
+        # mined pairs are absent in the first epoch): `step` is traced once, not three times
+        opt.build(model.trainable_variables)
+        ints, flags = tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.bool)
+
+        @tf.function(input_signature=[ints, flags, ints, ints, flags])
         def step(rows, use_flip, hi, hj, hsame):
             x = tf.where(use_flip[:, None], tf.gather(flips, rows), tf.gather(feats, rows))
             y = tf.gather(labels, rows)
