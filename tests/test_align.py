@@ -12,6 +12,8 @@ import pytest
 from edge.vision.align import (ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_150, LANDMARKS5, align_blazeface, align_detected,
                         align_face, blazeface_points, estimate_similarity, remap_chip, template_points, transform_points)
 
+from session_cache import computed_once
+
 
 def _similarity(angle_deg, scale, tx, ty):
     a = np.deg2rad(angle_deg)
@@ -225,16 +227,12 @@ def _identities(root):
     return {p: who for p, who in sorted(out.items()) if p.exists()}
 
 
-@pytest.fixture(scope="module")
-def real_faces(shared, dlib_net):
-    """For each real photo with exactly one face for both detectors: the identity, dlib's
-    descriptor of dlib's own chip, of our chip by BlazeFace's keypoints (align_blazeface) and
-    of the device's chip (the face mesh's points, align_detected)."""
+def _real_faces(root, dlib_net):
     from edge.vision.detect import FaceDetector
 
     det = FaceDetector("short", min_face_px=20)
     rows = []
-    for p, who in _identities(shared("data", "faces")).items():
+    for p, who in _identities(root).items():
         img = _rgb(p)
         if img is None:
             continue
@@ -250,6 +248,24 @@ def real_faces(shared, dlib_net):
             ours=np.array(dlib_net.rec.compute_face_descriptor(ours)),
             meshed=np.array(dlib_net.rec.compute_face_descriptor(meshed))))
     return rows
+
+
+@pytest.fixture(scope="module")
+def real_faces(shared, dlib_net, tmp_path_factory):
+    """For each real photo with exactly one face for both detectors: the identity, dlib's
+    descriptor of dlib's own chip, of our chip by BlazeFace's keypoints (align_blazeface) and
+    of the device's chip (the face mesh's points, align_detected). Computed once per session
+    (by one xdist worker; the others read them)."""
+    keys = ("name", "who", "mesh_usable", "ref", "ours", "meshed")
+    with computed_once(tmp_path_factory, "align-real-faces") as folder:
+        file = folder / "faces.npz"
+        if not file.is_file():
+            rows = _real_faces(shared("data", "faces"), dlib_net)
+            np.savez(file, **{k: np.array([getattr(r, k) for r in rows]) for k in keys})
+        with np.load(file) as z:
+            cols = {k: z[k] for k in keys}
+    return [SimpleNamespace(**{k: cols[k][i].item() if cols[k].ndim == 1 else cols[k][i] for k in keys})
+            for i in range(len(cols["name"]))]
 
 
 def test_our_chips_match_dlibs_own_chips_on_real_faces(real_faces):

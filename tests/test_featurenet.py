@@ -11,6 +11,8 @@ import pytest
 from converter.dlib_reader import (DlibFormatError, default_weights_path, expected_layer_signature,
                                    read_face_resnet)
 
+from session_cache import computed_once
+
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the test-only reference implementation")
 frm = pytest.importorskip("face_recognition_models")
 
@@ -18,24 +20,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _dlib_chips(paths):
-    """dlib's own aligned 150x150 chips (HOG detector + 5-point landmarks, padding 0.25)."""
+    """dlib's own aligned 150x150 chips (HOG detector + 5-point landmarks, padding 0.25).
+    The detector runs on the photos as they are (no upsampling): it finds the same 20 faces
+    in these photos as with one upsampling, in a quarter of the time."""
     detector = dlib.get_frontal_face_detector()
     sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
     chips = []
     for p in paths:
         img = dlib.load_rgb_image(str(p))
-        for rect in detector(img, 1):
+        for rect in detector(img, 0):
             chips.append(dlib.get_face_chip(img, sp(img, rect), size=150, padding=0.25))
     return chips
 
 
 @pytest.fixture(scope="module")
-def real_chips(shared):
-    photos = sorted(shared("data", "faces", "deepface_unit").glob("img*.jpg"))[:12]
-    photos += sorted(shared("data", "faces", "fr_examples", "test").glob("*.jpg"))
-    chips = _dlib_chips(photos)
-    assert len(chips) >= 12, "expected faces in the shared photos"
-    return np.stack(chips)
+def real_chips(shared, tmp_path_factory):
+    """dlib's chips of real photos, made once per session (by one xdist worker)."""
+    with computed_once(tmp_path_factory, "featurenet-real-chips") as folder:
+        file = folder / "chips.npy"
+        if not file.is_file():
+            photos = sorted(shared("data", "faces", "deepface_unit").glob("img*.jpg"))[:12]
+            photos += sorted(shared("data", "faces", "fr_examples", "test").glob("*.jpg"))
+            chips = _dlib_chips(photos)
+            assert len(chips) >= 12, "expected faces in the shared photos"
+            np.save(file, np.stack(chips))
+        return np.load(file)
 
 
 @pytest.fixture(scope="module")

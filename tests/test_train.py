@@ -16,7 +16,7 @@ from converter.pairs import sample_pairs  # noqa: E402
 from converter.train import BatchSampler, TrainConfig, Trainer, z_pairs  # noqa: E402
 from edge.errors import DoorlockError  # noqa: E402
 
-from glint_features import PER_PERSON, small_glint  # noqa: E402,F401 - the shared fixture
+from glint_features import PER_PERSON, feature_cache, small_glint  # noqa: E402,F401 - the shared fixture
 
 
 def _split(fs):
@@ -36,7 +36,7 @@ def test_feature_cache_is_reused(small_glint, tmp_path_factory):
     d = np.linalg.norm(small_glint.feats - small_glint.flips, axis=1)
     assert 0 < np.median(d) < 0.4
     logs = []
-    again = dataset_features(small_glint.info["root"], cache=tmp_path_factory.getbasetemp() / "feature-cache",
+    again = dataset_features(small_glint.info["root"], cache=feature_cache(tmp_path_factory),
                              per_identity=PER_PERSON, progress=False, log=logs.append)
     assert any("from cache" in m for m in logs)
     np.testing.assert_array_equal(again.feats, small_glint.feats)
@@ -122,14 +122,23 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_glint):
     assert len(res.history) < 30 and len(res.history) - first_best == 2
 
 
+def _first(fs, k):
+    """Only the first k images of each person: fewer chips through FeatureNet's trunk."""
+    from converter.features import FeatureSet
+
+    rows = np.concatenate([np.flatnonzero(fs.labels == c)[:k] for c in range(len(fs.names))])
+    return FeatureSet(fs.feats[rows], fs.flips[rows], fs.labels[rows], fs.names,
+                      [fs.paths[r] for r in rows], dict(fs.info))
+
+
 def test_finetuning_featurenets_last_block_trains_only_that_block(small_glint, tmp_path):
     from pathlib import Path
 
     from converter.finetune import CUT_LAYER, finetune, split_featurenet
     from converter.featurenet import load_featurenet
 
-    train, val, _ = _split(small_glint)
-    tc = TrainConfig(**{**QUICK, "epochs": 3, "steps_per_epoch": 6, "min_epochs": 1})
+    train, val, _ = _split(_first(small_glint, 6))
+    tc = TrainConfig(**{**QUICK, "K": 6, "epochs": 3, "steps_per_epoch": 6, "min_epochs": 1})
     res, fnet = finetune(Path(small_glint.info["root"]), train, val, ModelNetConfig(), tc, cache=tmp_path,
                          progress=False, log=lambda m: None)
     losses = [h["loss"] for h in res.history]
