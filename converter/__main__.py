@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.errors import DoorlockError
+from edge.errors import run_command
 
 from .cli_bundle import (cmd_add_modelnet, cmd_build_default, cmd_build_dlib, cmd_build_featurenet,
                          cmd_build_pad, cmd_calibrate, cmd_inspect, cmd_lfw_eval, cmd_openset)
@@ -240,15 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow()
-    try:
+
+    def command(args) -> int:
+        _quiet_tensorflow()   # inside the boundary: Ctrl-C while TensorFlow loads is one line too
         return args.func(args)
-    except DoorlockError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    return run_command(command, args)
 
 
 if __name__ == "__main__":
