@@ -1,46 +1,12 @@
 """Presentation-attack check (liveness): a photo or a screen held up to the camera must not
 open the door.
 
-`LivenessGate` is a kiosk gate (edge.kiosk.gates.Gate) between recognition and the unlock. For
-every judged face it takes the face's 468-point mesh (edge.vision.landmarks: the kiosk runs it
-once per judged face, for alignment; the gate runs it itself on a face without one) and
-keeps the last frames of that face.
-
-The test: a photo or a screen is a plane. However a hand moves, turns, tilts or lights it,
-the face printed on it moves as one plane, and one homography (the projective map between
-two views of a plane) explains the motion of every point of it. A live face does not move
-like that: turning the head moves the nose against the cheeks (parallax), eyelids blink,
-the mouth and the eyebrows move against the head. So each frame is compared with the one
-`LAG` frames before it:
-
-1. the mesh landmarks of both frames give a first homography, which warps the older
-   crop onto the newer one (so only what a plane cannot explain is left to find);
-2. up to 100 textured points inside the face (eroded mesh outline) are tracked from the
-   warped crop into the new one with pyramidal Lucas-Kanade on a contrast-normalised
-   image (robust to lighting changes), kept only if they track back to where they started;
-3. one homography is fitted to all the tracked points by least squares, and the median
-   distance between where it puts them and where they are is the frame's *residual*
-   (pixels of the 192-pixel crop, whose face is about 128 pixels wide).
-
-A near-perfect fit (residual below `threshold`) is what a photo or a screen gives; a frame
-whose residual is above it (with at least MIN_TRACKED points) is evidence of a live face.
-The face mesh's own landmarks are not precise enough for the fit itself: on a tilted photo
-the model bends its landmarks into a 3D head, so their homography residual is 1-2 % of the
-face on planar attacks, as large as on a live face; tracked image points are not fooled.
-
-A blink (both eyes' aspect ratio, from the mesh, dropping below BLINK_CLOSED of its median
-over the window and coming back) is evidence too.
-
-Strictness:
-  off     no check (the gate is not installed);
-  normal  the default: `NEED["normal"]` evidence frames within the last `window` frames
-          (or one blink); once proven, the same face (no gap, no jump) stays live;
-  strict  a higher residual threshold and more evidence frames, and the evidence must be
-          fresh: within the last `window` frames at every unlock (no carrying over).
-
-A refusal is logged by the kiosk as a "refused" decision whose reason says what was seen.
-Limits: a video of the enrolled person replayed on a screen moves like a live face and is
-not stopped by this test; a print bent while it is held is not a plane either.
+`LivenessGate` (a kiosk Gate) keeps the last frames of the judged face and its 468-point
+mesh. A photo or screen is a plane, so one homography explains the motion of every point
+on it; a live face has parallax, blinks and expressions. Each frame is compared with the
+one `LAG` frames before: points tracked inside the face, one homography fitted, and a
+median residual above `threshold` (or a blink) is evidence of life. Strictness, the steps
+and the limits (a replayed video moves like a live face): docs/liveness.md.
 """
 
 from __future__ import annotations
