@@ -251,8 +251,11 @@ class Camera:
 
 
 def attack_frames(photo_rgb: np.ndarray, face_box, species: str = "print", seed: int = 0,
-                  n_frames: int = 60) -> Iterator[np.ndarray]:
-    """Yield RGB frames (H x W) of one presentation attack made from one face photo."""
+                  n_frames: int = 60, flash=None) -> Iterator[np.ndarray]:
+    """Yield RGB frames (H x W) of one presentation attack made from one face photo.
+    `flash` (edge.tools.flash_clips.Flash): the kiosk's light challenge, reflected by the
+    paper (by its print, evenly over the plane; a glossy one also mirrors the kiosk screen)
+    or by a phone's front (diffusely, about 1 %, and its glass's mirror image)."""
     if species not in SPECIES:
         raise ValueError(f"unknown attack species {species!r} (use one of {', '.join(SPECIES)})")
     rng = np.random.default_rng(seed)
@@ -303,6 +306,12 @@ def attack_frames(photo_rgb: np.ndarray, face_box, species: str = "print", seed:
         lit[thumb] = hand_rgb * shade
         frame = room * float(level[i]) * (1 - cover[..., None]) + lit * cover[..., None]
         frame *= np.array([1 + warm[i], 1.0, 1 - warm[i]], np.float32)
+        if flash is not None:
+            paper = species != "screen"
+            frame = flash.on_plane(frame, i, cover, pose.rotation(), np.array([pose.tx, pose.ty, pose.tz]),
+                                   layer if paper else None, 1.0 if paper else 0.008,
+                                   {"glossy": 0.05, "screen": 0.04}.get(species, 0.0),
+                                   6.0 if species == "glossy" else 1.5)
         yield camera.expose(frame, np.array([pose.tx, pose.ty]) / pose.tz * FOCAL)
 
 

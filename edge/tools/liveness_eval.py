@@ -2,8 +2,8 @@
 
 Replays photo attacks, video replays and live video (edge/tools/presentations.py) through the
 kiosk's own detector and `LivenessGate`, one gate per strictness, with or without the texture
-PAD, and reports per attack species and strictness. The method and the figures:
-docs/liveness.md.
+PAD, and reports per attack species and strictness; `--flash` measures the light challenge
+instead (edge/tools/flash_eval.py). The method and the figures: docs/liveness.md.
 """
 
 from __future__ import annotations
@@ -260,6 +260,10 @@ def cmd_liveness_eval(args) -> int:
         raise DoorlockError(f"--replay-fps: frame rates between 0 and 120, got {args.replay_fps!r}")
     videos = _videos(args.live or [f"{shared.joinpath(*DEFAULT_LIVE[0])}:{DEFAULT_LIVE[1]}-{DEFAULT_LIVE[2]}"],
                      shared)
+    if args.flash:
+        from edge.tools.flash_eval import cmd_flash_eval
+
+        return cmd_flash_eval(args, shared, species, videos, rates)
     live = [p for v in videos for p in live_presentations(v, args.live_seconds)]
     photos = pick(photo_files(shared), args.photos)
     if not photos and any(sp for sp in species if not sp.startswith("replay-")):
@@ -360,6 +364,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--pad", choices=("off", "minifasnet"), default="off",
                    help="the texture PAD cue in the gate (default %(default)s)")
     e.add_argument("--pad-threshold", type=float, default=0.9, help="its threshold (default %(default)s)")
+    e.add_argument("--flash", action="store_true",
+                   help="measure the active light challenge instead (edge/kiosk/flash.py) on clips rendered "
+                        "with the kiosk screen's flash")
+    e.add_argument("--flash-gain", default="0.05,0.3", metavar="LO,HI",
+                   help="the flash's white light over the room's at 0.4 m, drawn log-uniformly per "
+                        "presentation (default %(default)s)")
+    e.add_argument("--flash-distance", default="0.4,0.7", metavar="LO,HI|face",
+                   help="the live people's distance from the screen for the flash's light, drawn uniformly "
+                        "per presentation, or 'face': from their faces' size (default %(default)s)")
     e.add_argument("--shared", help="the project's shared data folder (default ../shared or $DOORLOCK_SHARED)")
     e.add_argument("--threads", type=int, default=2, help="inference threads (default %(default)s)")
     e.add_argument("--json", help="also write the full report (every presentation) to this file")

@@ -114,10 +114,13 @@ def _window(video_shape, face_box, dev: Device, rng: np.random.Generator) -> tup
 
 
 def replay_frames(video: list[np.ndarray], video_fps: float, face_box, species: str = "replay-phone",
-                  seed: int = 0, fps: float = 15.0, n_frames: int | None = None) -> Iterator[np.ndarray]:
+                  seed: int = 0, fps: float = 15.0, n_frames: int | None = None,
+                  flash=None) -> Iterator[np.ndarray]:
     """Yield RGB frames (H x W) of the RGB `video` frames replayed on a screen held up to the
     camera, the camera running at `fps`. `face_box`: the face in the video (x0, y0, x1, y1,
-    video pixels; a typical box over the clip), which the attacker zooms to and aims at."""
+    video pixels; a typical box over the clip), which the attacker zooms to and aims at.
+    `flash` (edge.tools.flash_clips.Flash): the kiosk's light challenge, reflected by the
+    screen's front (diffusely, about 1 %) and by its glass where it mirrors the kiosk screen."""
     if species not in DEVICES:
         raise ValueError(f"unknown replay species {species!r} (use one of {', '.join(DEVICES)})")
     if not video:
@@ -167,6 +170,9 @@ def replay_frames(video: list[np.ndarray], video_fps: float, face_box, species: 
     lens = rng.uniform(0.25, 0.45) / k
     hand_rgb = np.array([rng.uniform(170, 230), rng.uniform(120, 170), rng.uniform(95, 140)])
     hand_side = rng.choice([-1, 1])
+    if flash is not None:
+        diffuse = rng.uniform(0.004, 0.012) if dev.glossy else rng.uniform(0.015, 0.04)
+        specular, sharp = (0.04, 1.5) if dev.glossy else (0.01, 15.0)
 
     lut = (255 * ((np.arange(256) / 255) ** gamma * (1 - black) + black)).astype(np.float32)
     card_w, card_h = dw + 2 * dev.bezel, dh + 2 * dev.bezel
@@ -201,6 +207,8 @@ def replay_frames(video: list[np.ndarray], video_fps: float, face_box, species: 
             thumb = (((qx - hx) / (0.1 * card_w)) ** 2 + ((qy - hy) / (0.14 * card_h)) ** 2) < 1
             lit[thumb & (cover > 0.5)] = hand_rgb * shade
         frame = room * float(level[i]) * (1 - cover[..., None]) + lit      # lit: premultiplied by cover
+        if flash is not None:
+            frame = flash.on_plane(frame, i, cover, r, tr, None, diffuse, specular, sharp)
         yield camera.expose(frame, np.array([pose.tx, pose.ty]) / pose.tz * FOCAL, extra_blur=near_blur)
 
 
