@@ -135,7 +135,9 @@ def build_station(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
         screen = make_screen(cfg, door)
         kiosk = Kiosk(camera, parts.detector, parts.featurenet, matcher, door, audit,
                       consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
-                      gates=[door.gate, hours, *make_liveness_gates(cfg)],
+                      # a video file cannot see the screen's light: the challenge needs a live camera
+                      gates=[door.gate, hours, *make_liveness_gates(
+                          cfg, None if isinstance(camera, VideoFileCamera) else screen)],
                       frame_listeners=[door] + ([screen] if screen else []))
         station = Station(kiosk, door, screen)
         station.wiegand = make_wiegand(cfg, relay, parts, audit)
@@ -229,8 +231,9 @@ def make_hours_gate(cfg: Config, parts: Parts, audit: AuditLog | None = None) ->
                            not_before=not_before, audit=audit)
 
 
-def make_liveness_gates(cfg: Config) -> list:
-    """The presentation-attack check ([liveness]): one gate, or none when it is off."""
+def make_liveness_gates(cfg: Config, screen=None) -> list:
+    """The presentation-attack check ([liveness]): one gate, or none when it is off; with
+    the light challenge painted on `screen` when there is one and challenge is "auto"."""
     lv = cfg.liveness
     if lv.strictness == "off":
         return []
@@ -241,7 +244,8 @@ def make_liveness_gates(cfg: Config) -> list:
         from edge.kiosk.pad import TexturePad
 
         pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
-    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad)]
+    light = screen if lv.challenge == "auto" else None
+    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:

@@ -156,3 +156,43 @@ def test_a_print_answers_evenly(models):
                ch, models)
     assert v.live is False and v.features["t"] > 10, v.reason          # it answers, strongly,
     assert "evenly" in v.reason                                          # but as a plane does
+
+
+# -- on the kiosk screen -------------------------------------------------------------------------
+
+def test_the_screen_paints_the_challenge_and_the_prompt_says_hold_still():
+    import os
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    from edge.screen.displays import Display
+    from edge.screen.prompts import HOLD, NOT_RECOGNISED, Prompter
+    from edge.screen.screen import Screen
+
+    class Kept(Display):
+        def __init__(self):
+            self.images = []
+
+        def show(self, image):
+            self.images.append(image.copy())
+
+    class Refused:
+        event, identity, reason = "refused", "Ada", "liveness: light challenge running: hold still (3 of 18)"
+
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    display = Kept()
+    s = Screen(display, 320, 240, every_frame=True)
+    s(frame, None, None)
+    s.paint_flash((255, 0, 0))
+    s(frame, None, None)
+    s.paint_flash(None)
+    s(frame, None, None)
+    s.close()
+    preview = [img[20:180, 60:260] for img in display.images]           # inside the letterboxed picture
+    assert len(preview) == 3
+    assert np.abs(preview[1].astype(int) - (255, 0, 0)).max() == 0       # all red
+    assert np.abs(preview[0].astype(int) - 90).max() < 3 and np.array_equal(preview[0], preview[2])
+    assert np.array_equal(display.images[1][0, 0], (255, 0, 0))           # the letterbox too: all the light
+    # a running challenge is "Hold still" however long it takes, never "Not recognised"
+    p = Prompter(attempt_frames=3)
+    states = [p.update(True, Refused()).state for _ in range(20)]
+    assert set(states) == {HOLD} and NOT_RECOGNISED not in states

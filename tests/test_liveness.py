@@ -202,6 +202,55 @@ def test_configuration_and_kiosk_wiring(tmp_path, detector):
         config_from_dict({"liveness": {"window": 4}}, "t")
     with pytest.raises(DoorlockError, match="at least"):
         LivenessGate("normal", LAG)
+    # the light challenge: on where a screen is given ("auto", the default), never with "off"
+    screen = _Light()
+    assert cfg.liveness.challenge == "auto" and gates[0].challenge is None
+    assert make_liveness_gates(cfg, screen)[0].challenge.light is screen
+    assert make_liveness_gates(cfg.override("liveness.challenge=off"), screen)[0].challenge is None
+    with pytest.raises(DoorlockError, match="liveness.challenge"):
+        config_from_dict({"liveness": {"challenge": "always"}}, "t")
+
+
+class _Light:
+    """The kiosk screen as the light challenge sees it: what it was last asked to paint."""
+
+    def __init__(self):
+        self.colour, self.painted = None, []
+
+    def paint_flash(self, rgb):
+        self.colour = rgb
+        self.painted.append(rgb)
+
+
+def test_the_light_challenge_is_painted_and_must_be_answered(detector, mesh, shared):
+    """A live face lets the gate in only after the screen's colours have been answered: the
+    Hamilton close-up relit, frame by frame, by what the gate asked the screen to paint (as
+    if Miranda stood 0.5 m from it); the same frames not relit are refused with the reason."""
+    from edge.tools.flash_clips import relight_face, triangles
+
+    frames = _hamilton(shared, *LIN_SHOT, step=2)[:40]
+    for relit in (True, False):
+        light = _Light()
+        gate = LivenessGate("normal", 15, mesh=mesh, light=light, challenge_seed=lambda: 7)
+        rng, tris, allowed, reasons = np.random.default_rng(0), None, [], []
+        for no, frame in enumerate(frames, 1):
+            face = detector.detect(frame)[0]
+            m = mesh.run(frame, face)
+            tris = triangles(m.points[:, :2]) if tris is None else tris
+            colour = np.zeros(3) if light.colour is None or not relit else np.array(light.colour) / 255
+            seen = relight_face(frame, face, m, tris, colour, 0.2, 1.5, rng, distance=0.5)
+            faces = detector.detect(seen)
+            gate.observe(seen, faces[0], no)
+            why = gate.refuse("someone", no)
+            (allowed if why is None else reasons).append(no if why is None else why)
+        assert [c for c in light.painted if c is not None]          # the screen was asked for colours
+        assert reasons[0].startswith("light challenge running: hold still")
+        if relit:
+            assert allowed and allowed[0] >= 20 and allowed[0] == min(allowed), allowed   # after the sequence
+            assert light.colour is None                                # and the screen is itself again
+        else:
+            assert not allowed
+            assert any(r.startswith("light challenge: the face did not answer") for r in reasons)
 
 
 def test_kiosk_refuses_a_print_of_the_enrolled_person_and_logs_why(detector, shared, tmp_path):

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge.errors import DoorlockError
+from edge.kiosk.flash import LightChallenge
 from edge.kiosk.gates import Gate
 from edge.vision.detect import box_iou
 from edge.vision.landmarks import EYE_A, EYE_B, MESH_SIZE, FaceMesh
@@ -142,12 +143,14 @@ class LivenessGate(Gate):
 
     `observe` runs the mesh and the planarity test on every judged face; `refuse` answers
     with the reason while the evidence is short. `reset` (the face left, or a fault)
-    forgets the face. `observe_s` / `observed` add up the time spent (latency)."""
+    forgets the face. `observe_s` / `observed` add up the time spent (latency). With a
+    `light` (the kiosk screen: `paint_flash(rgb | None)`) a recognised face must also answer
+    the light challenge (edge.kiosk.flash), which starts when `refuse` first sees it."""
 
     name = "liveness"
 
     def __init__(self, strictness: str = "normal", window: int = 15, mesh: FaceMesh | None = None,
-                 num_threads: int | None = None, pad=None):
+                 num_threads: int | None = None, pad=None, light=None, challenge_seed=None):
         if strictness not in THRESHOLD:
             raise DoorlockError(f"liveness strictness must be 'normal' or 'strict' "
                                 f"(off: no gate), got {strictness!r}")
@@ -160,6 +163,7 @@ class LivenessGate(Gate):
         # texture PAD (edge.kiosk.pad.TexturePad), off by default: a cue that must pass as well,
         # the median of its real scores over the window at or above its threshold
         self.pad = pad
+        self.challenge = LightChallenge(light, challenge_seed) if light is not None else None
         self.observe_s, self.observed = 0.0, 0
         self.reset()
 
@@ -171,6 +175,8 @@ class LivenessGate(Gate):
         return self._mesh
 
     def reset(self) -> None:
+        if self.challenge is not None:
+            self.challenge.stop()
         self._seen: deque[_Seen] = deque(maxlen=self.window + LAG)
         self._evidence: deque[int] = deque()     # frame numbers with evidence of life
         self._blinks: deque[int] = deque()
@@ -198,13 +204,18 @@ class LivenessGate(Gate):
         seen = _Seen(frame_no, box)
         if self.pad is not None:
             self._pad_scores.append(self.pad.score(frame, box))
+        mesh = getattr(face, "mesh", None)
+        if self.challenge is not None and self.challenge.running:
+            if mesh is None:
+                mesh = self.mesh.run(frame, face)
+            usable = mesh.usable
+            self.challenge.frame(frame, box if usable else None, frame_no, mesh.frame_points() if usable else None)
         if self.latch and self.proven:
             # normal: a proven face stays live while it is followed (no gap, no jump), so
             # only its box is needed now; the tracking work stops until the next face
             self._seen.append(seen)
             self.last_residual, self.last_tracked = None, 0
             return
-        mesh = getattr(face, "mesh", None)
         if mesh is None:
             mesh = self.mesh.run(frame, face)
         if mesh.usable:
@@ -237,7 +248,11 @@ class LivenessGate(Gate):
         return len(self._evidence) + 2 * len(self._blinks) >= self.need
 
     def is_live(self) -> bool:
-        return (self.proven if self.latch else self._live_now()) and self._pad_ok()
+        return (self.proven if self.latch else self._live_now()) and self._pad_ok() and self._light_ok()
+
+    def _light_ok(self) -> bool:
+        c = self.challenge
+        return c is None or (c.verdict is not None and bool(c.verdict.live))
 
     def pad_median(self) -> float | None:
         return float(np.median(self._pad_scores)) if self._pad_scores else None
@@ -255,6 +270,16 @@ class LivenessGate(Gate):
         if self.is_live():
             self._for = identity
             return None
+        c = self.challenge
+        if c is not None and not c.running:
+            if c.verdict is not None and not c.verdict.live:
+                why = c.verdict.reason
+                c.stop()          # said once; the next frame draws a new sequence
+                return why
+            if c.verdict is None:
+                c.start(frame_no)
+        if c is not None and c.running:
+            return f"light challenge running: hold still ({max(0, frame_no - c.start_no + 1)} of {len(c.test.challenge)})"
         if self.proven if self.latch else self._live_now():   # moved like a face; the texture did not pass
             med = self.pad_median()
             return (f"texture looks like a photo or a screen: PAD real score "

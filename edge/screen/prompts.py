@@ -105,6 +105,8 @@ class Prompter:
             return shown(LOCKED_OUT)
         if reason.startswith("door: input fault"):
             return shown(DOOR_FAULT)
+        if reason.startswith("liveness: light challenge running"):
+            return shown(HOLD)      # the screen is flashing its colours: not a refusal yet
         self._denied += 1       # denied, or refused by another gate (e.g. liveness)
         return shown(NOT_RECOGNISED if self._denied >= self.attempt_frames else HOLD)
 

@@ -67,11 +67,14 @@ class Renderer:
             self._text_cache[key] = img
         return self._text_cache[key]
 
-    def render(self, frame: np.ndarray | None, face, show: Shown) -> np.ndarray:
+    def render(self, frame: np.ndarray | None, face, show: Shown, flash=None) -> np.ndarray:
+        """`flash`: the light challenge's RGB colour, filling the preview instead of the picture."""
         pg, surf, pr = self.pg, self.surface, self.preview_rect
         surf.fill((0, 0, 0))
         self.face_rect = None
-        if frame is not None:
+        if flash is not None:
+            surf.fill(tuple(int(v) for v in flash), pr)
+        elif frame is not None:
             fh, fw = frame.shape[:2]
             scale = min(pr.width / fw, pr.height / fh)
             w, h = max(1, round(fw * scale)), max(1, round(fh * scale))

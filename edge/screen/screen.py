@@ -50,6 +50,8 @@ class Screen:
         self.failed: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=64)
         self._latest = None
+        self._flash: tuple | None = None      # the light challenge's colour (edge.kiosk.flash)
+        self._flash_changed = False
         self._cond = threading.Condition()
         self._stop = False
         self._halt = threading.Event()   # cuts the pause between images short on close
@@ -64,12 +66,20 @@ class Screen:
         box = FaceBox(face.box) if face is not None and frame is not None else None
         if self.every_frame:
             if frame is not None and self.failed is None:
-                self._queue.put((np.array(frame, copy=True), box, current))
+                self._queue.put((np.array(frame, copy=True), box, current, self._flash))
             return
         with self._cond:
             if self._latest is not None and self._latest[0] is not None:
                 self.dropped += 1
             self._latest = (frame, box, None)
+            self._cond.notify()
+
+    def paint_flash(self, rgb) -> None:
+        """The light challenge (edge.kiosk.flash): fill the preview with this RGB colour from the
+        next image on, drawn at once; None: the camera picture again."""
+        with self._cond:
+            self._flash = None if rgb is None else tuple(int(v) for v in rgb)
+            self._flash_changed = True
             self._cond.notify()
 
     # the renderer thread
@@ -100,6 +110,7 @@ class Screen:
                 if self._stop:
                     break
                 item, self._latest = self._latest, None
+                flash, changed, self._flash_changed = self._flash, self._flash_changed, False
             if item is not None:
                 last_frame, last_box = item[0], item[1]
                 if last_frame is None:
@@ -107,18 +118,18 @@ class Screen:
             now = self.clock()
             current = self.prompter.current(now)
             key = (current.state, current.text)
-            if item is None and key == last_key and now - last_draw < 1.0:
+            if item is None and key == last_key and not changed and now - last_draw < 1.0:
                 continue        # nothing new: redraw about once a second only
-            self._draw(last_frame, last_box, current)
+            self._draw(last_frame, last_box, current, flash)
             last_key, last_draw = key, self.clock()
             wait = period - (self.clock() - now)
             if wait > 0 and self._wait(self._halt, wait):  # own rate: at most fps a second
                 break
 
-    def _draw(self, frame, box, current: Shown) -> None:
+    def _draw(self, frame, box, current: Shown, flash=None) -> None:
         t = time.perf_counter()
         try:
-            image = self.renderer.render(frame, box, current)
+            image = self.renderer.render(frame, box, current, flash)
             self.display.show(image)
             self.shown += 1
         except Exception as exc:
