@@ -168,6 +168,9 @@ def test_fail_secure_exception_leaves_locked():
 
 
 def test_signal_handler_in_process():
+    # Python's own Ctrl-C handler, as an interactive shell or systemd leaves it: a test run in
+    # the background inherits SIGINT ignored (POSIX), and then Python installs none.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     relay, _ = fake_relay(17)
     uninstall = install_signal_handlers(relay)
     try:
@@ -184,11 +187,17 @@ def test_signal_handler_in_process():
     finally:
         uninstall()
         relay.close()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, outer)
+    assert restored is signal.default_int_handler
 
 
 CHILD = textwrap.dedent("""
     import atexit, signal, sys
+    # as systemd starts the kiosk, whatever the test runner's thread left: SIGINT handled by
+    # Python and neither signal blocked (a mask is inherited across exec)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT, signal.SIGTERM}})
     sys.path.insert(0, {repo!r})
     from gpiozero.pins.mock import MockFactory
     from edge.door.relay import DoorRelay, install_signal_handlers
@@ -214,7 +223,7 @@ def test_signal_mid_pulse_in_subprocess(tmp_path, sig):
     try:
         assert proc.stdout.readline().split() == ["open", "False"]  # active-low: open = low
         proc.send_signal(sig)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)            # a bound for a hung child, not a speed target
     finally:
         proc.kill()
     assert out.read_text() == "True False", proc.stderr.read()  # pin high: locked
