@@ -1,22 +1,11 @@
 """Presentation attacks made from still photos, to evaluate the liveness check.
 
-Each clip shows a face photo held up to the camera the way an attacker would hold it: a
-print (matte or glossy) or a phone screen showing the photo, held by a hand in front of a
-room. The card is a plane in 3D, posed by a hand that drifts, turns, tilts it towards and
-away from the camera (perspective) and trembles; it is ray-traced through a pinhole
-camera, lit by a lamp whose light changes (switched, dimmed, colour) and shades the card by
-its angle, with the camera's defocus, motion blur, noise, auto-exposure and video
-compression on top.
-
-Species (PAI species in ISO/IEC 30107-3's terms):
-  print    matte print, hand-held
-  glossy   glossy print, hand-held, with a specular glare that moves as it tilts
-  screen   a phone showing the photo (emissive, bezel, pixel grid, reflections)
-  still    a print propped up, not moving (only light and sensor noise change)
-  curved   a print flexed by the hand while held: not a plane (a stress test beyond
-           the planar attacks the homography test is built for)
-
-Everything is seeded: the same photo, species and seed give the same frames.
+A print (matte or glossy) or a phone showing the photo, held by a hand in front of a room:
+a plane posed in 3D (drift, turn, tilt, tremor), ray-traced through a pinhole camera, lit
+by a changing lamp, with defocus, motion blur, noise, auto-exposure and compression.
+Species (ISO/IEC 30107-3 PAI species): print, glossy, screen (a phone), still (propped up),
+and curved (flexed while held: not a plane, a stress test). Seeded: the same photo, species
+and seed give the same frames. More in docs/liveness.md.
 """
 
 from __future__ import annotations
