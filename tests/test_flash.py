@@ -128,8 +128,9 @@ def test_a_live_face_answers_and_without_the_flash_it_does_not(clip, models):
     assert other.live is False and "did not answer" in other.reason
 
 
-@pytest.mark.parametrize("species", ["replay-monitor", "replay-cropped"])
-def test_a_replay_answers_as_a_flat_glass_does(clip, models, species):
+@pytest.mark.parametrize("species, words", [("replay-monitor", "background answered"),
+                                            ("replay-cropped", "too near")])
+def test_a_replay_answers_as_a_flat_glass_does(clip, models, species, words):
     from edge.tools.flash_clips import flash_for
     from edge.tools.presentations import typical_box
     from edge.tools.replays import replay_frames
@@ -140,7 +141,7 @@ def test_a_replay_answers_as_a_flat_glass_does(clip, models, species):
     frames = list(replay_frames(clip, 15.0, box, species, seed=4, fps=15, n_frames=n,
                                 flash=flash_for(ch, START, n, 0.2)))
     v = _judge(frames, ch, models)
-    assert v.live is False and "background answered" in v.reason, v.reason
+    assert v.live is False and words in v.reason, v.reason
 
 
 def test_a_print_answers_evenly(models):
@@ -196,3 +197,12 @@ def test_the_screen_paints_the_challenge_and_the_prompt_says_hold_still():
     p = Prompter(attempt_frames=3)
     states = [p.update(True, Refused()).state for _ in range(20)]
     assert set(states) == {HOLD} and NOT_RECOGNISED not in states
+
+
+def test_a_face_filling_the_view_is_too_near_to_judge():
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    t = FlashTest(challenge(5))
+    for k in range(-3, 18):
+        t.observe(frame, (150, 40, 450, 400), k)             # 300 px of 640: a screen held up close
+    v = t.verdict()
+    assert v.live is False and "too near" in v.reason

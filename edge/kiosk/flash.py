@@ -32,6 +32,7 @@ CHEEKS = ("cheek_l", "cheek_r")
 PATCH = 0.05          # a landmark's patch: this share of the face box's width each way
 MIN_FRAMES = 8        # usable frames (face found, not at a colour change) for a verdict
 MIN_BACKGROUND = 400  # background pixels needed beside the face
+MAX_FACE_SHARE = 0.4  # a face wider than this share of the frame is too near (no background beside it)
 # the verdict's rules (measured on the renderings: docs/liveness.md)
 CORR_MIN = 0.3        # the face's response follows the colours: correlation with the sequence
 T_MIN = 5.0           # ... and stands out of the noise (t statistic of the response)
@@ -122,8 +123,11 @@ def background_slices(box, shape) -> list:
 def measure(frame_rgb: np.ndarray, box, points: np.ndarray | None = None) -> dict | None:
     """Mean linear RGB of each face region (around the mesh's landmarks `points`, frame
     pixels, when given) and of the background; None when a region falls outside the frame or
-    the background is too small."""
+    the background is too small or the face too near (wider than MAX_FACE_SHARE of the frame:
+    a person does not stand 30 cm from a door's camera; a screen held up to fill the view does)."""
     out = {}
+    if box[2] - box[0] > MAX_FACE_SHARE * frame_rgb.shape[1]:
+        return None
     if points is not None:
         s = max(2.0, PATCH * (box[2] - box[0]))
         for name, idx in MESH_REGIONS.items():
@@ -225,6 +229,7 @@ class FlashTest:
         self.challenge, self.lags, self.skip_edges = ch, tuple(int(v) for v in lags), skip_edges
         self.rows: list[tuple[int, dict]] = []
         self.last_k: int | None = None
+        self.too_near = 0
 
     def observe(self, frame_rgb: np.ndarray, box, k: int, points: np.ndarray | None = None) -> None:
         """One judged frame: its face box and, when the kiosk has it, its mesh's landmarks in
@@ -233,6 +238,7 @@ class FlashTest:
         if self.skip_edges and all(self.challenge.edge(k - lag) for lag in self.lags):
             return
         m = measure(frame_rgb, box, points)
+        self.too_near += box[2] - box[0] > MAX_FACE_SHARE * frame_rgb.shape[1]
         if m is not None and (not self.rows or set(m) == set(self.rows[0][1])):
             self.rows.append((k, m))
 
@@ -255,6 +261,9 @@ class FlashTest:
             feats = self._features(rows, lag)
             if best is None or feats["t"] > best["t"]:
                 best = feats
+        if best is None and self.too_near > len(self.rows):
+            return Verdict(False, "light challenge: the face is too near the camera to see the light fall "
+                                  "beside it (step back)")
         if best is None:
             return Verdict(False, f"light challenge: the face was seen in {len(self.rows)} usable frames "
                                   f"({MIN_FRAMES} needed)")

@@ -107,27 +107,26 @@ def summarise(rows: list[dict], kinds: list[str]) -> dict:
     res = {}
     for kind in kinds:
         mine = [r for r in rows if r["kind"] == kind]
-        if not mine:
-            continue
-        passed = [r for r in mine if r["live"]]
-        entry = {"presentations": len(mine), "passed": len(passed), "rate": len(passed) / len(mine),
-                 "by_fps": {f"{f:g}": float(np.mean([r["live"] for r in mine if round(r["fps"]) == f]))
-                            for f in sorted({round(r["fps"]) for r in mine})}}
+        left_out = []
         if kind == "live":
             # a presentation with a face (and a confident mesh) in fewer than half its frames is
             # the detector's failure, not the challenge's: left out, and listed
             left_out = [r["name"] for r in mine if 2 * r["seen"] < r["frames"]]
             mine = [r for r in mine if 2 * r["seen"] >= r["frames"]]
-            passed = [r for r in mine if r["live"]]
-            if not mine:
-                continue
-            entry = {"presentations": len(mine), "refused": len(mine) - len(passed), "no_face": left_out,
-                     "rate": 1 - len(passed) / len(mine), "by_fps": {k: 1 - v for k, v in entry["by_fps"].items()},
-                     "s_to_accept": float(np.mean([r["s"] for r in passed])) if passed else None,
-                     "reasons": _reasons([r for r in mine if not r["live"]])}
+        if not mine:
+            continue
+        passed = [r for r in mine if r["live"]]
+        by_fps = {f"{f:g}": float(np.mean([r["live"] for r in mine if round(r["fps"]) == f]))
+                  for f in sorted({round(r["fps"]) for r in mine})}
+        reasons = _reasons([r for r in mine if not r["live"]])
+        if kind == "live":
+            res[kind] = {"presentations": len(mine), "refused": len(mine) - len(passed), "no_face": left_out,
+                         "rate": 1 - len(passed) / len(mine), "by_fps": {k: 1 - v for k, v in by_fps.items()},
+                         "s_to_accept": float(np.mean([r["s"] for r in passed])) if passed else None,
+                         "reasons": reasons}
         else:
-            entry["reasons"] = _reasons([r for r in mine if not r["live"]])
-        res[kind] = entry
+            res[kind] = {"presentations": len(mine), "passed": len(passed), "rate": len(passed) / len(mine),
+                         "by_fps": by_fps, "reasons": reasons}
     return res
 
 
