@@ -202,11 +202,13 @@ def test_configuration_and_kiosk_wiring(tmp_path, detector):
         config_from_dict({"liveness": {"window": 4}}, "t")
     with pytest.raises(DoorlockError, match="at least"):
         LivenessGate("normal", LAG)
-    # the light challenge: on where a screen is given ("auto", the default), never with "off"
+    # the light challenge: off by default (it flashes faster than photosensitivity guidance
+    # allows); "auto" turns it on where a screen is given, never without one
     screen = _Light()
-    assert cfg.liveness.challenge == "auto" and gates[0].challenge is None
-    assert make_liveness_gates(cfg, screen)[0].challenge.light is screen
-    assert make_liveness_gates(cfg.override("liveness.challenge=off"), screen)[0].challenge is None
+    assert cfg.liveness.challenge == "off" and make_liveness_gates(cfg, screen)[0].challenge is None
+    auto = cfg.override("liveness.challenge=auto")
+    assert make_liveness_gates(auto)[0].challenge is None
+    assert make_liveness_gates(auto, screen)[0].challenge.light is screen
     with pytest.raises(DoorlockError, match="liveness.challenge"):
         config_from_dict({"liveness": {"challenge": "always"}}, "t")
 
