@@ -166,3 +166,16 @@ def test_a_state_dict_of_another_network_is_refused(state_dicts):
     sd = dict(state_dicts["minifasnet_v2_2.7"], **{"extra.weight": np.zeros(3, np.float32)})
     with pytest.raises(MiniFASNetFormatError, match="unused"):
         build_minifasnet(sd)
+
+
+def test_the_committed_int8_models_use_fast_edge_tpu_ops_only():
+    """PReLU is rebuilt as max(x, a*x): LiteRT's int8 PRELU is a reference kernel that made
+    the stage 4-5x slower. Every op is one the Edge TPU compiler maps, as the manifest says."""
+    from converter.export import EDGETPU_OPS, graph_report
+    from edge.kiosk.pad import DEFAULT_DIR, load_manifest
+
+    for key, m in load_manifest(DEFAULT_DIR)["models"].items():
+        ops = graph_report((DEFAULT_DIR / m["file"]).read_bytes())["ops"]
+        assert ops == m["int8_ops"], key
+        assert "PRELU" not in ops and ops["MAXIMUM"] == 33, key
+        assert set(ops) <= EDGETPU_OPS, key
