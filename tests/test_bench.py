@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.__main__ import main
-from edge.tools.bench import HAMILTON_TRUTH_FILE
+from edge.tools.bench import HAMILTON_CLIP, HAMILTON_TRUTH_FILE
 from edge.tools.measure import Truth, identity_counts
 from edge.tools.scaling import MODELNET_SIZES, random_modelnet_matcher, scaled_gallery
 from edge.vision.gallery import Gallery
@@ -219,3 +219,26 @@ def test_each_runs_peak_memory_is_its_own():
     if not reset_peak_rss():
         pytest.skip("this system cannot reset the peak RSS (no /proc/self/clear_refs)")
     assert peak_rss_mb() < high - 200
+
+
+def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, shared):
+    """On the Hamilton close-up (the demo video runs without liveness: it is a photo), with
+    [liveness] pad on the report has a `liveness` and a `pad` row (ms per judged face),
+    taken out of `other`; with it off there is no `pad` row."""
+    shared(*HAMILTON_CLIP)
+    base = ["bench", "--start-frame", "95", "--max-frames", "24", "--scaling", "none",
+            "--no-precision", "--no-plot", "--no-screen", "--no-audit", "--quiet"]
+    reps = {}
+    for pad in ("off", "minifasnet"):
+        out = tmp_path / pad
+        assert main([*base, "--set", f"liveness.pad={pad}", "--out", str(out)]) == 0
+        reps[pad] = (json.loads((out / "bench.json").read_text())["doorlock"], capsys.readouterr().out)
+    on, table = reps["minifasnet"]
+    judged = on["frames_with_face"]
+    assert judged >= 5
+    assert _stage_ok(on["stages"]["liveness"]) and on["stages"]["liveness"]["n"] == judged
+    assert _stage_ok(on["stages"]["pad"]) and on["stages"]["pad"]["n"] == judged
+    assert any(line.split()[:1] == ["pad"] for line in table.splitlines())
+    off, table_off = reps["off"]
+    assert "pad" not in off["stages"] and _stage_ok(off["stages"]["liveness"])
+    assert not any(line.split()[:1] == ["pad"] for line in table_off.splitlines())
