@@ -59,7 +59,8 @@ class Broker:
     """One mosquitto process; `stop()` and `start()` again keep its port and, with
     persistence, its retained messages and sessions."""
 
-    def __init__(self, tmp: Path, tls: dict | None = None, auth: bool = False):
+    def __init__(self, tmp: Path, tls: dict | None = None, auth: bool = False,
+                 require_certificate: bool = False):
         self.tmp, self.port, self.proc = tmp, free_port(), None
         # `user`: run as root, mosquitto would switch to "mosquitto", who cannot write here
         lines = [f"listener {self.port} 127.0.0.1", f"user {getpass.getuser()}", "persistence true",
@@ -75,6 +76,8 @@ class Broker:
             lines += ["allow_anonymous true"]
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        if require_certificate:          # mutual TLS: a client must show a certificate of the CA
+            lines += ["require_certificate true"]
         (tmp / "mosquitto.conf").write_text("\n".join(lines) + "\n")
         self.start()
 
@@ -369,6 +372,13 @@ def make_ca(tmp: Path, name: str) -> dict:
     out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     out["cert"].write_bytes(srv.public_bytes(serialization.Encoding.PEM))
     out["key"].write_bytes(pem_key(srv_key))
+    cli_key = ec.generate_private_key(ec.SECP256R1())     # a door's own certificate, for mutual TLS
+    cli = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} door")]), ca_name,
+               cli_key, ca_key, False)
+    out["client_cert"], out["client_key"] = tmp / f"{name}-door.pem", tmp / f"{name}-door.key"
+    out["client_cert"].write_bytes(cli.public_bytes(serialization.Encoding.PEM))
+    out["client_key"].write_bytes(pem_key(cli_key))
+    out["client_key"].chmod(0o600)
     return out
 
 
@@ -423,6 +433,23 @@ def test_tls_and_remote_unlock_through_the_broker(broker, subscribers, publisher
         door.close()
         relay.close()
         audit.close()
+
+
+def test_mutual_tls_a_door_needs_its_client_certificate(broker, subscribers, publishers, tmp_path, caplog):
+    """A broker that requires client certificates takes the door with mqtt.cert_file and
+    key_file; without them the door never connects, says why in its log, and keeps queueing."""
+    tls = make_ca(tmp_path, "mtls")
+    b = broker(tls=tls, require_certificate=True)
+    door = publishers(mqtt_cfg(b.port, door_id="front", tls=True, ca_file=str(tls["ca"]),
+                               cert_file=str(tls["client_cert"]), key_file=str(tls["client_key"])))
+    wait_for(door.connected.is_set, what="a mutual-TLS connection")
+    caplog.set_level(logging.ERROR, logger="edge.building.mqtt")
+    bare = publishers(mqtt_cfg(b.port, door_id="back", tls=True, ca_file=str(tls["ca"])))
+    bare.publish({"event": "granted", "identity": "A", "time": "2026-12-02T10:00:00Z"})
+    wait_for(lambda: bare.attempts >= 2, what="refused attempts without a client certificate")
+    assert not bare.connected.is_set() and bare.queued >= 1
+    msgs = [r.getMessage() for r in caplog.records if "client certificate" in r.getMessage()]
+    assert msgs and all("\n" not in m for m in msgs), [r.getMessage() for r in caplog.records]
 
 
 def test_ten_doors_into_one_broker(broker, subscribers, publishers):

@@ -98,6 +98,7 @@ class MqttPublisher:
         self.connected = threading.Event()
         self.dropped = self.sent = self.faults = self.seq = 0
         self.connects = self.attempts = 0
+        self._connack = False          # a CONNACK came in answer to the last attempt
         self.last_error: str | None = None
         self._last_event: dict | None = None
         self._last_person: str | None = None
@@ -184,7 +185,18 @@ class MqttPublisher:
             log.error("mqtt: %s", text)
             self.last_error = text
 
+    def _closed_early(self, why: str) -> str:
+        """The broker hung up before its CONNACK: with TLS and no client certificate, most
+        likely a broker that requires one (TLS 1.3 reports that only after the handshake)."""
+        hint = ""
+        if self._tls is not None and not self.m.cert_file:
+            hint = (" over TLS without a client certificate (if the broker requires one, set "
+                    "mqtt.cert_file and mqtt.key_file)")
+        return (f"the broker {self._where()} closed the connection before accepting it{hint}: "
+                f"{why}; retrying, events queue in memory")
+
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        self._connack = True
         if reason.is_failure:
             hint = ""
             if reason.value in (0x86, 0x87, 0x8C):   # bad user name or password, not authorised
@@ -239,11 +251,13 @@ class MqttPublisher:
                                          clean_start=True, properties=self._connect_props))
                     started = True
                     if rc != 0:
-                        raise OSError(str(rc))
+                        raise OSError(self._paho.error_string(rc))
                     deadline = time.monotonic() + 10
-                    while (not self.connected.is_set() and time.monotonic() < deadline
-                           and client.loop(0.1) == 0):
-                        pass
+                    rc, self._connack = 0, False
+                    while not self.connected.is_set() and time.monotonic() < deadline and rc == 0:
+                        rc = client.loop(0.1)
+                    if rc != 0 and not self._connack:    # hung up without an answer
+                        self._error(self._closed_early(self._paho.error_string(rc)))
                 except (OSError, ValueError) as exc:
                     why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                     tls = " over TLS (is the broker's certificate trusted by mqtt.ca_file?)" \
