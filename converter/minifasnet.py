@@ -2,9 +2,9 @@
 
 Read from their state_dicts with our own reader (no torch), channels taken from the
 tensors' shapes; exact rewrites only: every frozen batch norm folded into the conv before
-it, each PReLU as max(x, a*x) (its slopes are all <= 1), and the linear tail (conv_6_dw flatten -> linear -> BatchNorm1d -> prob) kept as a 5x5
-depthwise conv plus one Dense. Input: an 80x80 BGR patch, raw 0..255 (the source's
-ToTensor does not divide); output: the 3-class softmax (class 1 = real). `build-pad`
+it, each PReLU as max(x, a*x) (its slopes are all <= 1), and the linear tail (conv_6_dw
+flatten -> linear -> BatchNorm1d -> prob) kept as a 5x5 depthwise conv plus one Dense.
+Input: an 80x80 BGR patch, raw 0..255 (the source's ToTensor does not divide); output: the 3-class softmax (class 1 = real). `build-pad`
 exports float and full-int8 TFLite and writes edge/models/pad (design: docs/liveness.md).
 """
 
@@ -52,9 +52,8 @@ def has_se(sd: dict) -> bool:
     return any(".se_module." in k for k in sd)
 
 
-def build_minifasnet(sd: dict[str, np.ndarray], name: str = "minifasnet", max_prelu: bool = True):
-    """(N, 80, 80, 3) BGR 0..255 -> (N, 3) softmax, equal to the source network in eval.
-    max_prelu: each PReLU as max(x, a*x) (same function, faster int8); False keeps PReLU."""
+def build_minifasnet(sd: dict[str, np.ndarray], name: str = "minifasnet"):
+    """(N, 80, 80, 3) BGR 0..255 -> (N, 3) softmax, equal to the source network in eval."""
     import keras
 
     L = keras.layers
@@ -94,7 +93,7 @@ def build_minifasnet(sd: dict[str, np.ndarray], name: str = "minifasnet", max_pr
         """PReLU(x) = max(x, a*x) exactly when every slope a <= 1 (here all are): a 1x1
         depthwise conv and a MAXIMUM, which LiteRT runs in XNNPACK's int8 kernels (its
         int8 PRELU is a reference kernel, 4-5x slower on the whole model)."""
-        if not max_prelu or (a > 1).any():
+        if (a > 1).any():                 # max(x, a*x) would not be PReLU: keep the layer
             layer = L.PReLU(shared_axes=[1, 2])
             x = layer(x)
             layer.set_weights([np.broadcast_to(a, (1, 1, len(a))).astype(np.float32)])
