@@ -242,3 +242,17 @@ def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, sh
     off, table_off = reps["off"]
     assert "pad" not in off["stages"] and _stage_ok(off["stages"]["liveness"])
     assert not any(line.split()[:1] == ["pad"] for line in table_off.splitlines())
+
+
+def test_the_timed_audit_log_takes_the_doors_own_records(tmp_path):
+    """A lockout during a bench run is written, not lost to a signature mismatch."""
+    from edge.service.audit import AuditLog
+    from edge.tools.runs import _TimedAudit
+
+    audit = _TimedAudit(AuditLog(tmp_path / "audit.jsonl"))
+    audit.write("lockout", None, source="door", alarm=True, attempts=5)
+    audit.write(event="granted", identity="Ada", z=0.1)
+    audit.close()
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["identity"]) for r in lines] == [("lockout", None), ("granted", "Ada")]
+    assert lines[0]["attempts"] == 5 and audit.pending > 0

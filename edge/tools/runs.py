@@ -81,10 +81,10 @@ class _TimedAudit:
     def __init__(self, log, clock=time.perf_counter):
         self.log, self.clock, self.pending = log, clock, None
 
-    def write(self, **record):
+    def write(self, *args, **record):
         t = self.clock()
         try:
-            return self.log.write(**record)
+            return self.log.write(*args, **record)
         finally:
             self.pending = (self.pending or 0.0) + self.clock() - t
 
