@@ -90,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weight file, export float32 and full-int8 TFLite (calibrated on "
                                    "real faces) and write a verified model bundle.")
     b.add_argument("--out", required=True, help="bundle directory to write, e.g. models/dlib")
-    b.add_argument("--arch", default="dlib", choices=("dlib", "mobilefacenet"),
-                   help="which FeatureNet (default %(default)s)")
+    b.add_argument("--arch", default="dlib", choices=("dlib", "mobilefacenet", "sirius"),
+                   help="which FeatureNet: dlib's ResNet, foamliu's MobileFaceNet (128-d) or "
+                        "sirius-ai's (192-d) (default %(default)s)")
     b.add_argument("--weights", help="the weight file (default: dlib's from face-recognition-models; "
-                                     "MobileFaceNet's from ../shared/data/weights)")
+                                     "the MobileFaceNets' from ../shared/data/weights)")
     b.add_argument("--faces", default=str(DEFAULT_FACES),
                    help="identity folders of aligned face crops for calibration and measurement "
                         "(default: %(default)s)")

