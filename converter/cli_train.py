@@ -106,3 +106,13 @@ def cmd_eval(args) -> int:
     report = write_report(Path(args.out), glint, pair_results, command=command_line(), shipped=args.encoding)
     print(f"wrote {report} (and results.json, plots) in {report.parent}")
     return 0
+
+
+def cmd_lfw_joint(args) -> int:
+    from .lfw_joint import JointConfig, run
+
+    jc = JointConfig(epochs=args.epochs, steps_per_epoch=args.steps, lr_tail=args.lr_tail)
+    res = run(Path(args.lfw), Path(args.json), jc, progress=not args.quiet, log=log)
+    print(res["table"])
+    print(f"wrote {args.json}")
+    return 0
