@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -60,6 +60,16 @@ class Matcher(Protocol):
     """1:N matching of a feature (and its mirror) against the gallery."""
 
     def match(self, feature: np.ndarray, flip: np.ndarray | None, keypoints: bool) -> Any: ...
+
+
+@runtime_checkable
+class TimedGate(Protocol):
+    """A gate that adds up its own work (edge.kiosk.liveness.LivenessGate), for the bench's
+    stage rows: seconds and calls of `observe`, and its texture PAD's (or None)."""
+
+    observe_s: float
+    observed: int
+    pad: Any
 
 
 class Gate:

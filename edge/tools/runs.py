@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import DoorlockError
+from edge.kiosk.gates import TimedGate
 from edge.kiosk.loop import STAGES
 from edge.tools.measure import RunResult, peak_rss_mb, ratio
 
@@ -23,9 +24,9 @@ def _gate_clocks(kiosk) -> tuple[float, float, int, int]:
     live_s = pad_s = 0.0
     live_n = pad_n = 0
     for gate in kiosk.gates:
-        if hasattr(gate, "observe_s"):
+        if isinstance(gate, TimedGate):
             live_s, live_n = live_s + gate.observe_s, live_n + gate.observed
-            pad = getattr(gate, "pad", None)
+            pad = gate.pad
             if pad is not None:
                 pad_s, pad_n = pad_s + pad.score_s, pad_n + pad.scored
     return live_s - pad_s, pad_s, live_n, pad_n
