@@ -1,15 +1,10 @@
 """FeatureNet's last blocks and ModelNet trained as one with the KL loss, judged on LFW View 2.
 
-What the patent does, at the scale this machine allows: MobileFaceNet's trunk (everything up
-to its 7x7x512 map) stays frozen and is run once per photo and mirror; its tail, the 7x7
-global depthwise conv (GDConv) and the 512 -> 128 embedding, starts from the pretrained
-weights and trains together with ModelNet, through the pair's z, by BioMetricNet's loss
-(converter.modelnet_loss.kl_loss). Batches are P people x K photos, every pair in the batch,
-photos mirrored at random, and the hardest pairs of a random pool (z far from its own
-centre) mined between epochs and added to each batch. For each of the 10 people-disjoint
-folds it trains on the other nine folds' people and scores the fold, with the same
-`converter.lfw_eval.evaluate` as every other method. Reported next to it: cosine and
-cosine-M on the untouched float features, and cosine-M on the tail's new features.
+The patent's joint training at this machine's scale: MobileFaceNet's trunk frozen (run once
+per photo and mirror), its GDConv and embedding trained from the pretrained weights together
+with ModelNet through z, hard pairs mined between epochs, fold by fold on the other folds'
+people, scored by the same `lfw_eval.evaluate` as cosine-M. Design and figures:
+docs/results.md, "Joint training".
 """
 
 from __future__ import annotations
