@@ -642,3 +642,22 @@ def test_the_password_file_keeps_its_messages(tmp_path):
     assert read_password(str(_password_file(tmp_path, b"p" * 4096))) == "p" * 4096
     with pytest.raises(DoorlockError, match="expected the password on one line"):
         read_password(str(_password_file(tmp_path, b"p" * 4097, "long")))
+
+
+def test_a_broker_that_wants_a_client_certificate_is_named_however_it_hangs_up():
+    """TLS 1.3 reports a missing client certificate after the handshake: as an alert, as a
+    reset inside connect(), or as a hang-up before CONNACK, by timing. Each says what to set."""
+    import ssl
+
+    from edge.building.mqtt import MqttPublisher
+
+    p = MqttPublisher(mqtt_cfg())
+    p._tls = ssl.create_default_context()          # TLS without mqtt.cert_file
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    for exc in (ConnectionResetError("The connection was lost."), alert):
+        line = p._connect_failed(exc)
+        assert "mqtt.cert_file and mqtt.key_file" in line and "\n" not in line, line
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert "mqtt.ca_file" in p._connect_failed(untrusted)
+    assert "cert_file" not in p._connect_failed(ConnectionRefusedError(111, "Connection refused"))

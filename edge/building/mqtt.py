@@ -195,6 +195,19 @@ class MqttPublisher:
         return (f"the broker {self._where()} closed the connection before accepting it{hint}: "
                 f"{why}; retrying, events queue in memory")
 
+    def _connect_failed(self, exc: Exception) -> str:
+        """One line for a failed connect. A broker that wants a client certificate shows up,
+        depending on timing, as a TLS alert or as a connection reset in the handshake."""
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if self._tls is not None and not self.m.cert_file and (
+                isinstance(exc, ConnectionResetError)
+                or "CERTIFICATE_REQUIRED" in str(getattr(exc, "reason", ""))):
+            return self._closed_early(why)
+        tls = " over TLS (is the broker's certificate trusted by mqtt.ca_file?)" \
+            if self._tls is not None and isinstance(exc, ssl.SSLError) else ""
+        return (f"cannot connect to the broker {self._where()}{tls}: {why}; "
+                "retrying, events queue in memory")
+
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         self._connack = True
         if reason.is_failure:
@@ -250,6 +263,8 @@ class MqttPublisher:
                           client.connect(self.m.host, self.m.port, self.m.keepalive_s,
                                          clean_start=True, properties=self._connect_props))
                     started = True
+                    if rc == self._paho.MQTT_ERR_CONN_LOST:   # hung up in the handshake
+                        raise ConnectionResetError(self._paho.error_string(rc))
                     if rc != 0:
                         raise OSError(self._paho.error_string(rc))
                     deadline = time.monotonic() + 10
@@ -259,11 +274,7 @@ class MqttPublisher:
                     if rc != 0 and not self._connack:    # hung up without an answer
                         self._error(self._closed_early(self._paho.error_string(rc)))
                 except (OSError, ValueError) as exc:
-                    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                    tls = " over TLS (is the broker's certificate trusted by mqtt.ca_file?)" \
-                        if self._tls is not None and isinstance(exc, ssl.SSLError) else ""
-                    self._error(f"cannot connect to the broker {self._where()}{tls}: {why}; "
-                                "retrying, events queue in memory")
+                    self._error(self._connect_failed(exc))
                 if self.connected.is_set():
                     backoff = first
                 else:
