@@ -106,6 +106,7 @@ def evaluate(s: LFWSet, v: View2, methods: list[Method], far: float = 1e-3,
         for x in fars:
             t = np.array([r.tar[x] for r in per_fold])
             res[f"tar@{x:g}_mean"], res[f"tar@{x:g}_std"] = float(t.mean()), float(t.std())
+            res[f"tar@{x:g}_folds"] = t.tolist()     # paired comparisons need them
         rf = np.array([r.realised_far for r in per_fold])
         ta = np.array([r.tar_at_threshold for r in per_fold])
         res.update(calibrated_far_target=far, calibrated_far_mean=float(rf.mean()),
