@@ -137,7 +137,7 @@ def build_station(cfg: Config, camera: Camera, relay: DoorRelay, parts: Parts,
                       consecutive_frames=r.consecutive_frames, flips=r.flips, on_decision=on_decision,
                       # a video file cannot see the screen's light: the challenge needs a live camera
                       gates=[door.gate, hours, *make_liveness_gates(
-                          cfg, None if isinstance(camera, VideoFileCamera) else screen)],
+                          cfg, None if isinstance(camera, VideoFileCamera) else screen, camera)],
                       frame_listeners=[door] + ([screen] if screen else []))
         station = Station(kiosk, door, screen)
         station.wiegand = make_wiegand(cfg, relay, parts, audit)
@@ -231,9 +231,10 @@ def make_hours_gate(cfg: Config, parts: Parts, audit: AuditLog | None = None) ->
                            not_before=not_before, audit=audit)
 
 
-def make_liveness_gates(cfg: Config, screen=None) -> list:
+def make_liveness_gates(cfg: Config, screen=None, camera: Camera | None = None) -> list:
     """The presentation-attack check ([liveness]): one gate, or none when it is off; with
-    the light challenge painted on `screen` when there is one and challenge is "auto"."""
+    the light challenge painted on `screen` when there is one and challenge is "auto"
+    (`camera`'s exposure held while it runs)."""
     lv = cfg.liveness
     if lv.strictness == "off":
         return []
@@ -245,7 +246,8 @@ def make_liveness_gates(cfg: Config, screen=None) -> list:
 
         pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
     light = screen if lv.challenge == "auto" else None
-    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light)]
+    return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light,
+                         camera=camera if light is not None else None)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:

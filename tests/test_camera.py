@@ -246,3 +246,66 @@ def test_reconnecting_camera_read_exception():
     assert cam.read() is None
     assert "usb disconnect" in cam.last_error and not cam.connected
     assert cam.read() is None and ft.skipped == [0.1]
+
+
+def test_each_camera_holds_exposure_and_white_balance_for_the_light_challenge(monkeypatch, tmp_path):
+    """picamera2: AE and AWB off (libcamera keeps their last values) and on again; V4L2: manual
+    exposure at the value auto chose, and back to auto; a video file has nothing to hold."""
+    sets = []
+
+    class FakePicamera2:
+        def create_video_configuration(self, main, controls):
+            return "cfg"
+
+        def configure(self, cfg):
+            pass
+
+        def start(self):
+            pass
+
+        def set_controls(self, controls):
+            sets.append(controls)
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    with PiCamera(320, 240) as cam:
+        assert cam.hold_exposure(True) and cam.hold_exposure(False)
+    assert sets == [{"AeEnable": False, "AwbEnable": False}, {"AeEnable": True, "AwbEnable": True}]
+    assert not cam.hold_exposure(True)                      # closed: nothing to hold
+
+    class FakeCapture:
+        def __init__(self, dev):
+            self.props = {cv2.CAP_PROP_EXPOSURE: 156.0, cv2.CAP_PROP_WB_TEMPERATURE: 4600.0}
+
+        def isOpened(self):
+            return True
+
+        def set(self, prop, value):
+            self.props[prop] = value
+            return True
+
+        def get(self, prop):
+            return self.props.get(prop, 0)
+
+        def read(self):
+            return True, np.zeros((4, 4, 3), np.uint8)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(camera.cv2, "VideoCapture", FakeCapture)
+    usb = USBCamera(0)
+    assert usb.hold_exposure(True)
+    p = usb._cap.props
+    assert (p[cv2.CAP_PROP_AUTO_EXPOSURE], p[cv2.CAP_PROP_EXPOSURE], p[cv2.CAP_PROP_AUTO_WB],
+            p[cv2.CAP_PROP_WB_TEMPERATURE]) == (1, 156.0, 0, 4600.0)
+    assert usb.hold_exposure(False) and (p[cv2.CAP_PROP_AUTO_EXPOSURE], p[cv2.CAP_PROP_AUTO_WB]) == (3, 1)
+    wrapped = ReconnectingCamera(lambda: USBCamera(0))
+    assert not wrapped.hold_exposure(True)                  # not open yet
+    assert wrapped.read() is not None and wrapped.hold_exposure(True)
+    assert VideoFileCamera.hold_exposure(object.__new__(VideoFileCamera), True) is False

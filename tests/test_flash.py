@@ -92,7 +92,7 @@ def models():
 def clip(shared):
     from edge.tools.presentations import read_video
 
-    v = read_video(shared("data", "video", "short_hamilton_clip.mp4"), 83, 140)
+    v = read_video(shared("data", "video", "short_hamilton_clip.mp4"), 83, 160)
     return v.frames[::2]          # 15 frames/s
 
 
@@ -202,7 +202,48 @@ def test_the_screen_paints_the_challenge_and_the_prompt_says_hold_still():
 def test_a_face_filling_the_view_is_too_near_to_judge():
     frame = np.full((480, 640, 3), 128, np.uint8)
     t = FlashTest(challenge(5))
-    for k in range(-3, 18):
+    for k in range(-3, len(t.challenge)):
         t.observe(frame, (150, 40, 450, 400), k)             # 300 px of 640: a screen held up close
     v = t.verdict()
     assert v.live is False and "too near" in v.reason
+
+
+def test_the_camera_holds_its_exposure_only_while_the_colours_run(caplog):
+    """Auto-exposure or white balance moving during the sequence would cancel the flash it
+    measures: the camera is held from the first colour to the verdict, and on an abandoned
+    attempt let go at once; a camera that cannot hold is logged, the challenge runs on."""
+    from edge.kiosk.flash import LightChallenge
+
+    class Cam:
+        def __init__(self, broken=False):
+            self.calls, self.broken = [], broken
+
+        def hold_exposure(self, held):
+            self.calls.append(held)
+            if self.broken:
+                raise OSError("VIDIOC_S_CTRL: Invalid argument")
+            return True
+
+    class Light:
+        def paint_flash(self, rgb):
+            pass
+
+    frame, box = np.full((480, 640, 3), 120, np.uint8), (280, 180, 360, 280)
+    cam = Cam()
+    lc = LightChallenge(Light(), seed=lambda: 5, camera=cam)
+    lc.start(10)
+    assert cam.calls == [True]
+    no = 10
+    while lc.running:
+        no += 1
+        lc.frame(frame, box, no)
+        assert cam.calls == ([True] if lc.running else [True, False])
+    assert lc.verdict is not None and cam.calls == [True, False]
+    lc.start(no)                       # a new attempt, abandoned half-way (the face left)
+    lc.frame(frame, box, no + 1)
+    lc.stop()
+    assert cam.calls == [True, False, True, False]
+    broken = Cam(broken=True)
+    lc = LightChallenge(Light(), seed=lambda: 5, camera=broken)
+    lc.start(0)
+    assert lc.running and "did not hold its exposure" in caplog.text

@@ -328,10 +328,12 @@ class LightChallenge:
     `paint_flash(rgb | None)`). `start(frame_no)` draws a new sequence (seeded from the
     system's random source, or from `seed()`) and paints its first colour for the next
     frame; `frame(...)` takes each judged frame, paints the next colour, and sets `verdict`
-    when the sequence is over (the screen back to normal); `stop()` abandons it."""
+    when the sequence is over (the screen back to normal); `stop()` abandons it. With a
+    `camera` (edge.vision.camera.Camera), its exposure and white balance are held while the
+    sequence runs."""
 
-    def __init__(self, light, seed=None, fps: float = 15.0, lags=KIOSK_LAGS):
-        self.light, self.fps, self.lags = light, float(fps), tuple(lags)
+    def __init__(self, light, seed=None, fps: float = 15.0, lags=KIOSK_LAGS, camera=None):
+        self.light, self.fps, self.lags, self.camera = light, float(fps), tuple(lags), camera
         self._seed = seed or (lambda: secrets.randbits(63))
         self.test: FlashTest | None = None
         self.start_no = 0
@@ -344,6 +346,7 @@ class LightChallenge:
     def start(self, frame_no: int) -> None:
         ch = challenge(self._seed(), self.fps)
         self.test, self.start_no, self.verdict = FlashTest(ch, self.lags), frame_no + 1, None
+        self._hold(True)
         self._paint(ch.rgb(0))
 
     def frame(self, frame_rgb: np.ndarray, box, frame_no: int, points: np.ndarray | None = None) -> None:
@@ -358,13 +361,24 @@ class LightChallenge:
         if self.test.done:
             self.verdict = self.test.verdict()
             self._paint(None)
+            self._hold(False)
         else:
             self._paint(self.test.challenge.rgb(k + 1))
 
     def stop(self) -> None:
         if self.running:
             self._paint(None)
+            self._hold(False)
         self.test, self.verdict = None, None
+
+    def _hold(self, held: bool) -> None:
+        if self.camera is None:
+            return
+        try:
+            self.camera.hold_exposure(held)
+        except Exception as exc:  # the challenge runs on; a drifting exposure only weakens it
+            log.error("light challenge: the camera did not %s its exposure: %s",
+                      "hold" if held else "release", exc)
 
     def _paint(self, rgb) -> None:
         try:

@@ -145,12 +145,14 @@ class LivenessGate(Gate):
     with the reason while the evidence is short. `reset` (the face left, or a fault)
     forgets the face. `observe_s` / `observed` add up the time spent (latency). With a
     `light` (the kiosk screen: `paint_flash(rgb | None)`) a recognised face must also answer
-    the light challenge (edge.kiosk.flash), which starts when `refuse` first sees it."""
+    the light challenge (edge.kiosk.flash), which starts when `refuse` first sees it, with
+    `camera`'s exposure and white balance held while it runs."""
 
     name = "liveness"
 
     def __init__(self, strictness: str = "normal", window: int = 15, mesh: FaceMesh | None = None,
-                 num_threads: int | None = None, pad=None, light=None, challenge_seed=None):
+                 num_threads: int | None = None, pad=None, light=None, challenge_seed=None,
+                 camera=None):
         if strictness not in THRESHOLD:
             raise DoorlockError(f"liveness strictness must be 'normal' or 'strict' "
                                 f"(off: no gate), got {strictness!r}")
@@ -163,7 +165,7 @@ class LivenessGate(Gate):
         # texture PAD (edge.kiosk.pad.TexturePad), off by default: a cue that must pass as well,
         # the median of its real scores over the window at or above its threshold
         self.pad = pad
-        self.challenge = LightChallenge(light, challenge_seed) if light is not None else None
+        self.challenge = LightChallenge(light, challenge_seed, camera=camera) if light is not None else None
         self.observe_s, self.observed = 0.0, 0
         self.reset()
 

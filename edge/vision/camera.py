@@ -47,6 +47,13 @@ class Camera(abc.ABC):
     def close(self) -> None:
         """Release the device or file; safe to call twice."""
 
+    def hold_exposure(self, held: bool) -> bool:
+        """Freeze auto-exposure and auto white balance where they are (True), or let them
+        run again (False): the light challenge measures the screen's colour on the face, and
+        a camera that re-balances in the middle would take it out. Returns whether the
+        source did it; a video file, like the default, has nothing to hold."""
+        return False
+
     def __enter__(self):
         return self
 
@@ -156,6 +163,18 @@ class USBCamera(Camera):
         ok, frame = self._cap.read()
         return _to_rgb(frame) if ok and frame is not None else None
 
+    def hold_exposure(self, held: bool) -> bool:
+        """V4L2 through OpenCV: manual exposure (1) at the value auto chose, or aperture
+        priority (3) again; auto white balance off at its temperature, or on. Cameras that
+        lack a control refuse it (False)."""
+        cap = self._cap
+        if held:
+            exposure, kelvin = cap.get(cv2.CAP_PROP_EXPOSURE), cap.get(cv2.CAP_PROP_WB_TEMPERATURE)
+            ok = cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1) and cap.set(cv2.CAP_PROP_EXPOSURE, exposure)
+            return bool(cap.set(cv2.CAP_PROP_AUTO_WB, 0) and cap.set(cv2.CAP_PROP_WB_TEMPERATURE, kelvin)
+                        and ok)
+        return bool(cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 3) & cap.set(cv2.CAP_PROP_AUTO_WB, 1))
+
     def close(self) -> None:
         self.finished = True
         self._cap.release()
@@ -194,6 +213,18 @@ class PiCamera(Camera):
             log.warning("Pi camera capture failed: %s", exc)
             return None
         return np.ascontiguousarray(frame[..., 2::-1])  # BGR(X) -> RGB
+
+    def hold_exposure(self, held: bool) -> bool:
+        """libcamera keeps the last exposure, gain and colour gains while AE and AWB are off."""
+        if self._closed:
+            return False
+        try:
+            self._cam.set_controls({"AeEnable": not held, "AwbEnable": not held})
+        except Exception as exc:  # a camera without the controls: the challenge runs as it is
+            log.warning("Pi camera: cannot %s exposure and white balance: %s",
+                        "hold" if held else "release", exc)
+            return False
+        return True
 
     def close(self) -> None:
         if not self._closed:
@@ -304,6 +335,9 @@ class ReconnectingCamera(Camera):
             return None
         self._delay = self.backoff_initial
         return frame
+
+    def hold_exposure(self, held: bool) -> bool:
+        return self._cam.hold_exposure(held) if self._cam is not None else False
 
     def close(self) -> None:
         self._closed = self.finished = True
