@@ -231,10 +231,10 @@ class LivenessConfig:
     pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True, doc="The median real score the window's faces must reach.")
     challenge: str = _key("off", "choice", choices=("auto", "off"), doc=(
         'Active light challenge (edge/kiosk/flash.py): while a recognised face is judged the kiosk screen fills with '
-        'a short random colour sequence (6 colours, 3 judged frames each: about 1.3 s at 15 frames/s) and the face '
+        'a short random colour sequence (6 colours, a third of a second each: about 2.2 s) and the face '
         'must answer it as skin near the screen does, not as a flat picture or a screen\'s glass (docs/liveness.md). '
-        '"off" (the default): not used; its colours change 5 times a second, above the 3 flashes a second that '
-        'WCAG 2.3.1 allows for people with photosensitive epilepsy, and it refused 1 in 5 live people in rendered '
+        'It changes colour at most 3 times a second with no saturated red, within WCAG 2.3.1 for people with '
+        'photosensitive epilepsy. "off" (the default): not used; it refused 1 in 3 live people in rendered '
         'tests. "auto": on where a screen is configured (screen.mode "pygame" or "file") and the camera is a live one '
         '(a video file cannot see the screen\'s light).'))
 

@@ -18,11 +18,25 @@ def test_a_challenge_is_seeded_varied_and_identifiable():
         assert (on >= 2).all() and (len(ch.colours) - on >= 2).all()      # every channel on and off
         assert not any(np.array_equal(x, y) for x, y in zip(ch.colours, ch.colours[1:]))
         assert all(any(np.array_equal(x, p) for p in PALETTE) for x in ch.colours)
-    assert challenge(1, fps=15).hold == 3 and challenge(1, fps=30).hold == 6
+    assert challenge(1, fps=15).hold == 5 and challenge(1, fps=30).hold == 10
     ch = challenge(3, fps=15)
-    assert len(ch) == 18 and ch.colour(-1).tolist() == [0, 0, 0] and ch.colour(18).tolist() == [0, 0, 0]
+    assert len(ch) == 30 and ch.colour(-1).tolist() == [0, 0, 0] and ch.colour(30).tolist() == [0, 0, 0]
     assert ch.rgb(0) == tuple(int(255 * v) for v in ch.colours[0])
-    assert ch.edge(3) != np.array_equal(ch.colours[0], ch.colours[1]) and not ch.edge(4)
+    assert ch.edge(5) != np.array_equal(ch.colours[0], ch.colours[1]) and not ch.edge(6)
+
+
+@pytest.mark.parametrize("fps", [10, 12.5, 15, 25, 30])
+def test_the_flashes_stay_within_wcag_for_photosensitive_people(fps):
+    """WCAG 2.3.1: no more than three flashes (pairs of opposing changes) in any second, and no
+    saturated red. The screen changes at most 3 times a second, the preview's return included."""
+    for seed in range(30):
+        ch = challenge(seed, fps=fps)
+        shown = ["preview"] + [tuple(ch.colour(k)) for k in range(len(ch))] + ["preview"]
+        changes = [i for i in range(1, len(shown)) if shown[i] != shown[i - 1]]
+        per_second = int(np.floor(fps))
+        assert max(sum(a <= c < a + per_second for c in changes) for a in range(len(shown))) <= 3
+        rgb = ch.colours.sum(1)
+        assert not (ch.colours[:, 0] > 0.8 * np.where(rgb > 0, rgb, 1)).any()   # no saturated red
 
 
 def _series(rho, n=21, jitter=0.0, noise=0.002, additive=None, seed=0):

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 0]],
+# no saturated red (WCAG 2.3.1's red flash: red over 80 % of R+G+B): red only with another channel
+PALETTE = np.array([[0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 0]],
                    np.float64)
 COLOURS = 6           # colours per challenge
-HOLD_S = 0.2          # each colour this long (3 frames at 15 frames/s)
+HOLD_S = 1 / 3        # each colour at least this long: at most 3 changes a second, i.e. 1.5
+                      # flashes (a flash is two opposing changes), half of WCAG 2.3.1's 3
 # face regions: patches around face-mesh landmarks (edge.vision.landmarks), or without a mesh
 # fractions of the detector's box (u across, v down); the centre faces the screen, the cheeks turn away
 MESH_REGIONS = {"nose": (4, 5, 195, 197), "chin": (152, 175, 199, 200), "forehead": (151, 9, 108, 337),
@@ -78,7 +80,7 @@ def challenge(seed, fps: float = 15.0, n: int = COLOURS) -> Challenge:
     in at least two, so each channel's response can be told from a drift; no colour twice
     in a row."""
     rng = np.random.default_rng(seed)
-    hold = max(2, int(round(HOLD_S * fps)))
+    hold = max(2, int(np.ceil(HOLD_S * fps - 1e-9)))
     while True:
         idx = [int(rng.integers(len(PALETTE)))]
         while len(idx) < n:

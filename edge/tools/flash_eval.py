@@ -63,8 +63,11 @@ def presentations(videos: list[Video], photos: list[Path], species: tuple[str, .
                         attack_frames(img, faces[0].box, sp, seed=1000 * i + 17 * j, n_frames=n,
                                       flash=flash_for(ch, START, n, g))))
     reps = [s for s in species if s in REPLAY_SPECIES]
+    # each replayed piece lasts the whole challenge at every rate (a replay that ran out
+    # before the verdict would count as refused, and flatter the challenge)
+    piece_s = max([2.0] + [(START + len(challenge(0, r))) / r + 0.1 for r in rates])
     for vi, v in enumerate(videos):
-        for a, frames in segments(v, 2.0) if reps else ():
+        for a, frames in segments(v, piece_s) if reps else ():
             box = typical_box(frames, detector)
             if box is None:
                 continue
@@ -72,6 +75,8 @@ def presentations(videos: list[Video], photos: list[Path], species: tuple[str, .
                 for rate in rates:
                     ch = challenge(int(rng.integers(2 ** 32)), rate)
                     n, g = START + len(ch), _gain(rng, *gains)
+                    if len(frames) / v.fps < n / rate:     # a short video: it ends before the verdict
+                        continue
                     out.append((f"{v.name}:{a}@{rate:g}fps", sp, float(rate), ch, g,
                                 replay_frames(frames, v.fps, box, sp, seed=200_000 + 1000 * vi + 17 * j + int(rate),
                                               fps=float(rate), n_frames=n, flash=flash_for(ch, START, n, g))))
