@@ -121,27 +121,32 @@ def test_open_camera_specs(ramp, monkeypatch):
             open_camera(bad)
 
 
+class FakeCapture:
+    """cv2.VideoCapture as USBCamera uses it: device 9 is absent; `preset` are the driver's values."""
+
+    preset: dict = {}
+
+    def __init__(self, dev):
+        self.dev, self.props, self.released = dev, dict(self.preset), False
+
+    def isOpened(self):
+        return self.dev != 9
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.props.get(prop, 0)
+
+    def read(self):
+        return True, np.dstack([np.zeros((4, 4)), np.ones((4, 4)), np.full((4, 4), 2)]).astype(np.uint8)
+
+    def release(self):
+        self.released = True
+
+
 def test_usb_camera_settings_and_missing_device(monkeypatch):
-    class FakeCapture:
-        def __init__(self, dev):
-            self.dev, self.props, self.released = dev, {}, False
-
-        def isOpened(self):
-            return self.dev != 9
-
-        def set(self, prop, value):
-            self.props[prop] = value
-            return True
-
-        def get(self, prop):
-            return self.props.get(prop, 0)
-
-        def read(self):
-            return True, np.dstack([np.zeros((4, 4)), np.ones((4, 4)), np.full((4, 4), 2)]).astype(np.uint8)
-
-        def release(self):
-            self.released = True
-
     monkeypatch.setattr(camera.cv2, "VideoCapture", FakeCapture)
     cam = USBCamera(0, 320, 240, 15)
     assert cam._cap.props[cv2.CAP_PROP_FRAME_WIDTH] == 320
@@ -278,26 +283,7 @@ def test_each_camera_holds_exposure_and_white_balance_for_the_light_challenge(mo
     assert sets == [{"AeEnable": False, "AwbEnable": False}, {"AeEnable": True, "AwbEnable": True}]
     assert not cam.hold_exposure(True)                      # closed: nothing to hold
 
-    class FakeCapture:
-        def __init__(self, dev):
-            self.props = {cv2.CAP_PROP_EXPOSURE: 156.0, cv2.CAP_PROP_WB_TEMPERATURE: 4600.0}
-
-        def isOpened(self):
-            return True
-
-        def set(self, prop, value):
-            self.props[prop] = value
-            return True
-
-        def get(self, prop):
-            return self.props.get(prop, 0)
-
-        def read(self):
-            return True, np.zeros((4, 4, 3), np.uint8)
-
-        def release(self):
-            pass
-
+    monkeypatch.setattr(FakeCapture, "preset", {cv2.CAP_PROP_EXPOSURE: 156.0, cv2.CAP_PROP_WB_TEMPERATURE: 4600.0})
     monkeypatch.setattr(camera.cv2, "VideoCapture", FakeCapture)
     usb = USBCamera(0)
     assert usb.hold_exposure(True)
