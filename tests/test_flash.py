@@ -261,3 +261,19 @@ def test_the_camera_holds_its_exposure_only_while_the_colours_run(caplog):
     lc = LightChallenge(Light(), seed=lambda: 5, camera=broken)
     lc.start(0)
     assert lc.running and "did not hold its exposure" in caplog.text
+
+
+def test_the_kiosk_holds_each_colour_for_its_cameras_frame_rate():
+    """The challenge counts judged frames; it takes the camera's rate so that a 30 frames/s
+    camera does not change colour twice as often as a 15 frames/s one, and assumes the
+    fastest camera when the rate is unknown."""
+    from types import SimpleNamespace
+
+    from edge.kiosk.flash import FAST_FPS, HOLD_S, LightChallenge
+
+    light = SimpleNamespace(paint_flash=lambda rgb: None)
+    for fps in (15.0, 30.0, None):
+        lc = LightChallenge(light, seed=lambda: 3, camera=SimpleNamespace(fps=fps, hold_exposure=lambda h: True))
+        lc.start(0)
+        assert lc.test.challenge.hold / (fps or FAST_FPS) >= HOLD_S - 1e-9
+    assert LightChallenge(light).frame_rate() == FAST_FPS

@@ -4,6 +4,7 @@ audit log's reason, the blink rule, and the APCER / BPCER evaluation command."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -235,7 +236,8 @@ def test_the_light_challenge_is_painted_and_must_be_answered(detector, mesh, sha
     frames = _hamilton(shared, *LIN_SHOT, step=2)[:40]
     for relit in (True, False):
         light = _Light()
-        gate = LivenessGate("normal", 15, mesh=mesh, light=light, challenge_seed=lambda: 1)
+        camera = SimpleNamespace(fps=15.0, hold_exposure=lambda held: True)   # the clip at 15 frames/s
+        gate = LivenessGate("normal", 15, mesh=mesh, light=light, challenge_seed=lambda: 1, camera=camera)
         rng, tris, allowed, reasons = np.random.default_rng(0), None, [], []
         for no, frame in enumerate(frames, 1):
             face = detector.detect(frame)[0]

@@ -46,6 +46,7 @@ SHAPE_MIN = 1.1       # the centre answers more than the cheeks (relative to the
                       # refused when even the ratio's upper bound stays below this
 
 _LINEAR = ((np.arange(256) / 255.0) ** 2.2).astype(np.float32)   # sRGB-like decoding
+FAST_FPS = 30.0       # a camera's rate when it does not say (the fastest a kiosk camera runs)
 KIOSK_LAGS = (0, 1)   # the kiosk screen draws on its own thread: a colour may show one frame late
 log = logging.getLogger(__name__)
 
@@ -334,8 +335,8 @@ class LightChallenge:
     `camera` (edge.vision.camera.Camera), its exposure and white balance are held while the
     sequence runs."""
 
-    def __init__(self, light, seed=None, fps: float = 15.0, lags=KIOSK_LAGS, camera=None):
-        self.light, self.fps, self.lags, self.camera = light, float(fps), tuple(lags), camera
+    def __init__(self, light, seed=None, fps: float | None = None, lags=KIOSK_LAGS, camera=None):
+        self.light, self.fps, self.lags, self.camera = light, fps, tuple(lags), camera
         self._seed = seed or (lambda: secrets.randbits(63))
         self.test: FlashTest | None = None
         self.start_no = 0
@@ -346,7 +347,7 @@ class LightChallenge:
         return self.test is not None and self.verdict is None
 
     def start(self, frame_no: int) -> None:
-        ch = challenge(self._seed(), self.fps)
+        ch = challenge(self._seed(), self.frame_rate())
         self.test, self.start_no, self.verdict = FlashTest(ch, self.lags), frame_no + 1, None
         self._hold(True)
         self._paint(ch.rgb(0))
@@ -372,6 +373,14 @@ class LightChallenge:
             self._paint(None)
             self._hold(False)
         self.test, self.verdict = None, None
+
+    def frame_rate(self) -> float:
+        """Judged frames a second, to hold each colour long enough: the given rate, else the
+        camera's, else FAST_FPS. The kiosk judges at most as many frames as the camera gives,
+        so a colour never changes faster than 1 / HOLD_S a second; a slower kiosk only holds
+        it longer."""
+        rate = self.fps or getattr(self.camera, "fps", None)
+        return float(rate) if rate and rate > 0 else FAST_FPS
 
     def _hold(self, held: bool) -> None:
         if self.camera is None:
