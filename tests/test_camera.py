@@ -291,6 +291,16 @@ def test_each_camera_holds_exposure_and_white_balance_for_the_light_challenge(mo
     assert (p[cv2.CAP_PROP_AUTO_EXPOSURE], p[cv2.CAP_PROP_EXPOSURE], p[cv2.CAP_PROP_AUTO_WB],
             p[cv2.CAP_PROP_WB_TEMPERATURE]) == (1, 156.0, 0, 4600.0)
     assert usb.hold_exposure(False) and (p[cv2.CAP_PROP_AUTO_EXPOSURE], p[cv2.CAP_PROP_AUTO_WB]) == (3, 1)
+
+    class OldMapping(FakeCapture):                          # backends that want 0.25 / 0.75
+        def set(self, prop, value):
+            return False if prop == cv2.CAP_PROP_AUTO_EXPOSURE and value in (1, 3) else super().set(prop, value)
+
+    monkeypatch.setattr(camera.cv2, "VideoCapture", OldMapping)
+    old = USBCamera(0)
+    assert old.hold_exposure(True) and old._cap.props[cv2.CAP_PROP_AUTO_EXPOSURE] == 0.25
+    assert old.hold_exposure(False) and old._cap.props[cv2.CAP_PROP_AUTO_EXPOSURE] == 0.75
+    monkeypatch.setattr(camera.cv2, "VideoCapture", FakeCapture)
     wrapped = ReconnectingCamera(lambda: USBCamera(0))
     assert not wrapped.hold_exposure(True)                  # not open yet
     assert wrapped.read() is not None and wrapped.hold_exposure(True)

@@ -165,15 +165,20 @@ class USBCamera(Camera):
 
     def hold_exposure(self, held: bool) -> bool:
         """V4L2 through OpenCV: manual exposure (1) at the value auto chose, or aperture
-        priority (3) again; auto white balance off at its temperature, or on. Cameras that
-        lack a control refuse it (False)."""
+        priority (3) again (0.25 / 0.75 where the backend maps them the old way); auto white
+        balance off at its temperature, or on. Cameras that lack a control refuse it (False)."""
         cap = self._cap
+
+        def auto_exposure(manual: bool) -> bool:
+            return bool(cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1 if manual else 3)
+                        or cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 0.25 if manual else 0.75))
+
         if held:
             exposure, kelvin = cap.get(cv2.CAP_PROP_EXPOSURE), cap.get(cv2.CAP_PROP_WB_TEMPERATURE)
-            ok = cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1) and cap.set(cv2.CAP_PROP_EXPOSURE, exposure)
+            ok = auto_exposure(True) and cap.set(cv2.CAP_PROP_EXPOSURE, exposure)
             return bool(cap.set(cv2.CAP_PROP_AUTO_WB, 0) and cap.set(cv2.CAP_PROP_WB_TEMPERATURE, kelvin)
                         and ok)
-        return bool(cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 3) & cap.set(cv2.CAP_PROP_AUTO_WB, 1))
+        return bool(auto_exposure(False) & cap.set(cv2.CAP_PROP_AUTO_WB, 1))
 
     def close(self) -> None:
         self.finished = True
