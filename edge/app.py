@@ -247,7 +247,7 @@ def make_liveness_gates(cfg: Config, screen=None, camera: Camera | None = None) 
         pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
     light = screen if lv.challenge == "auto" else None
     return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light,
-                         camera=camera if light is not None else None)]
+                         camera=camera)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:
