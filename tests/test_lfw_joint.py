@@ -7,13 +7,16 @@ import numpy as np
 from conftest import shared_path
 
 
-def _tiny_tail(channels=8):
+def _tiny_tail(channels=8, seed=0):
+    """Seeded: unseeded layers draw from Keras's global generator, whose state depends on
+    which tests ran before in the same worker."""
     import keras
 
     x = keras.Input((7, 7, channels))
-    y = keras.layers.DepthwiseConv2D(7)(x)
+    y = keras.layers.DepthwiseConv2D(7, depthwise_initializer=keras.initializers.GlorotUniform(seed))(x)
     y = keras.layers.GlobalAveragePooling2D()(y)
-    return keras.Model(x, keras.layers.Dense(128, name="embedding")(y))
+    dense = keras.layers.Dense(128, kernel_initializer=keras.initializers.GlorotUniform(seed + 1), name="embedding")
+    return keras.Model(x, dense(y))
 
 
 def test_joint_training_separates_people_and_stays_finite():
@@ -30,11 +33,12 @@ def test_joint_training_separates_people_and_stays_finite():
     flips = maps[:, :, ::-1].copy()
     rows = np.arange(len(labels))
     mc = default_model_config()
-    jc = JointConfig(P=8, K=4, epochs=3, steps_per_epoch=6, hard_pairs=64, mining_pool=2000)
+    # 80 steps: 18 left z barely apart, so the outcome hung on the initial weights
+    jc = JointConfig(P=8, K=4, epochs=4, steps_per_epoch=20, hard_pairs=64, mining_pool=2000)
     logs = []
     tail, weights, history = train_joint(maps, flips, labels, rows, _tiny_tail(), mc, jc, log=logs.append)
     losses = [h["loss"] for h in history]
-    assert all(np.isfinite(losses)), losses          # epochs 2-3 include mined pairs
+    assert all(np.isfinite(losses)), losses          # epochs 2-4 include mined pairs
     assert losses[-1] < losses[0]
     f = _tail_feats(tail, maps)
     p = sample_pairs(labels, 200, 2000, seed=1)
