@@ -245,9 +245,14 @@ def make_liveness_gates(cfg: Config, screen=None, camera: Camera | None = None) 
         from edge.kiosk.pad import TexturePad
 
         pad = TexturePad(num_threads=1, threshold=lv.pad_threshold)
+    edge = None
+    if lv.screen_edge == "on":
+        from edge.kiosk.screen_edge import ScreenEdgeCue
+
+        edge = ScreenEdgeCue()
     light = screen if lv.challenge == "auto" else None
     return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light,
-                         camera=camera)]
+                         camera=camera, screen_edge=edge)]
 
 
 def make_screen(cfg: Config, door: Door | None = None) -> Screen | None:

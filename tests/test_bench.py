@@ -224,7 +224,7 @@ def test_each_runs_peak_memory_is_its_own():
 def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, shared):
     """On the Hamilton close-up (the demo video runs without liveness: it is a photo), with
     [liveness] pad on the report has a `liveness` and a `pad` row (ms per judged face),
-    taken out of `other`; with it off there is no `pad` row."""
+    taken out of `other`; with it off there is no `pad` row. The screen-edge cue has its own."""
     shared(*HAMILTON_CLIP)
     base = ["bench", "--start-frame", "95", "--max-frames", "24", "--scaling", "none",
             "--no-precision", "--no-plot", "--no-screen", "--no-audit", "--quiet"]
@@ -239,6 +239,9 @@ def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, sh
     assert _stage_ok(on["stages"]["liveness"]) and on["stages"]["liveness"]["n"] == judged
     assert _stage_ok(on["stages"]["pad"]) and on["stages"]["pad"]["n"] == judged
     assert any(line.split()[:1] == ["pad"] for line in table.splitlines())
+    # the screen-edge cue (on by default) has its row too, until the face is let in
+    assert _stage_ok(on["stages"]["screen_edge"]) and 1 <= on["stages"]["screen_edge"]["n"] <= judged
+    assert any(line.split()[:1] == ["screen_edge"] for line in table.splitlines())
     off, table_off = reps["off"]
     assert "pad" not in off["stages"] and _stage_ok(off["stages"]["liveness"])
     assert not any(line.split()[:1] == ["pad"] for line in table_off.splitlines())

@@ -65,11 +65,13 @@ class Matcher(Protocol):
 @runtime_checkable
 class TimedGate(Protocol):
     """A gate that adds up its own work (edge.kiosk.liveness.LivenessGate), for the bench's
-    stage rows: seconds and calls of `observe`, and its texture PAD's (or None)."""
+    stage rows: seconds and calls of `observe`, and its texture PAD's and screen-edge
+    cue's (each None when off)."""
 
     observe_s: float
     observed: int
     pad: Any
+    screen_edge: Any
 
 
 class Gate:

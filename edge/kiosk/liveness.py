@@ -152,7 +152,7 @@ class LivenessGate(Gate):
 
     def __init__(self, strictness: str = "normal", window: int = 15, mesh: FaceMesh | None = None,
                  num_threads: int | None = None, pad=None, light=None, challenge_seed=None,
-                 camera=None):
+                 camera=None, screen_edge=None):
         if strictness not in THRESHOLD:
             raise DoorlockError(f"liveness strictness must be 'normal' or 'strict' "
                                 f"(off: no gate), got {strictness!r}")
@@ -165,6 +165,9 @@ class LivenessGate(Gate):
         # texture PAD (edge.kiosk.pad.TexturePad), off by default: a cue that must pass as well,
         # the median of its real scores over the window at or above its threshold
         self.pad = pad
+        # the screen-edge cue (edge.kiosk.screen_edge.ScreenEdgeCue), off by default: refuses
+        # while a straight frame surrounds the face in enough of the window's frames
+        self.screen_edge = screen_edge
         self.challenge = LightChallenge(light, challenge_seed, camera=camera) if light is not None else None
         self.observe_s, self.observed = 0.0, 0
         self.reset()
@@ -183,6 +186,8 @@ class LivenessGate(Gate):
         self._evidence: deque[int] = deque()     # frame numbers with evidence of life
         self._blinks: deque[int] = deque()
         self._pad_scores: deque[float] = deque(maxlen=self.window)
+        if self.screen_edge is not None:
+            self.screen_edge.reset()
         self.proven = False
         self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
@@ -206,6 +211,9 @@ class LivenessGate(Gate):
         seen = _Seen(frame_no, box)
         if self.pad is not None:
             self._pad_scores.append(self.pad.score(frame, box))
+        if self.screen_edge is not None and not (self.latch and self._for is not None):
+            # normal: once let in, the followed face is not looked at again (as the tracking)
+            self.screen_edge.observe(frame, box, frame_no, self.window)
         mesh = getattr(face, "mesh", None)
         if self.challenge is not None and self.challenge.running:
             if mesh is None:
@@ -250,7 +258,11 @@ class LivenessGate(Gate):
         return len(self._evidence) + 2 * len(self._blinks) >= self.need
 
     def is_live(self) -> bool:
-        return (self.proven if self.latch else self._live_now()) and self._pad_ok() and self._light_ok()
+        return (self.proven if self.latch else self._live_now()) and self._pad_ok() and self._edge_ok() \
+            and self._light_ok()
+
+    def _edge_ok(self) -> bool:
+        return self.screen_edge is None or not self.screen_edge.refused
 
     def _light_ok(self) -> bool:
         c = self.challenge
@@ -272,6 +284,11 @@ class LivenessGate(Gate):
         if self.is_live():
             self._for = identity
             return None
+        if self.screen_edge is not None and self.screen_edge.refused:
+            e = self.screen_edge
+            return (f"a straight frame surrounds the face (a phone, tablet or monitor): framed on "
+                    f"{' / '.join(e.last.sides) if e.last and e.last.sides else 'no side now'}; in {e.hits} of the "
+                    f"last {self.window} frames ({e.need} refuse)")
         c = self.challenge
         if c is not None and not c.running:
             if c.verdict is not None and not c.verdict.live:

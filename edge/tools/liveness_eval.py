@@ -13,14 +13,14 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from edge.errors import DoorlockError
 from edge.tools.presentations import (Presentation, Video, attack_presentations, live_presentations,  # noqa: F401
                                       photo_files, pick, read_video, replay_presentations, video_files)
+from edge.tools.liveness_report import (Outcome, edge_alone, format_edge, format_table, judged,  # noqa: F401
+                                        summarise)
 from edge.tools.shared import shared_dir
 
 DEFAULT_LIVE = (("data", "video", "short_hamilton_clip.mp4"), 83, 211)   # Miranda close up
@@ -52,16 +52,6 @@ per judged frame (the mesh and the planarity test; the PAD apart).
 """
 
 
-@dataclass
-class Outcome:
-    name: str
-    kind: str
-    fps: float = 0.0
-    accepted: dict = field(default_factory=dict)     # strictness -> first accepted frame (1-based) or None
-    frames: int = 0
-    faces: int = 0
-
-
 class SharedPad:
     """One texture PAD for several gates: each judged face is scored once."""
 
@@ -76,11 +66,14 @@ class SharedPad:
         return self._score
 
 
-def replay(p: Presentation, detector, gates: dict) -> Outcome:
-    """Feed one presentation to every gate as the kiosk would; stop once all accepted."""
+def replay(p: Presentation, detector, gates: dict, edge=None, window: int = 15) -> Outcome:
+    """Feed one presentation to every gate as the kiosk would; stop once all accepted.
+    `edge` (a ScreenEdgeCue) is measured on its own alongside, on the same faces."""
     out = Outcome(p.name, p.kind, p.fps, {s: None for s in gates})
     for g in gates.values():
         g.reset()
+    if edge is not None:
+        edge.reset()
     no = 0
     for frame in p.frames:
         no += 1
@@ -89,103 +82,39 @@ def replay(p: Presentation, detector, gates: dict) -> Outcome:
         if not faces:
             for g in gates.values():
                 g.reset()
+            if edge is not None:
+                edge.reset()
             continue
         out.faces += 1
+        if edge is not None:
+            out.edge_hits += edge.observe(frame, faces[0].box, no, window).hit
+            out.edge_flagged |= edge.refused
         for s, g in gates.items():
-            g.observe(frame, faces[0], no)
-            if out.accepted[s] is None and g.refuse("someone", no) is None:
-                out.accepted[s] = no
-        if all(v is not None for v in out.accepted.values()):
-            break
+            if out.accepted[s] is None:
+                g.observe(frame, faces[0], no)
+                if g.refuse("someone", no) is None:
+                    out.accepted[s] = no
+        if all(v is not None for v in out.accepted.values()) and (edge is None or out.edge_flagged):
+            break      # the cue alone watches the whole presentation
     return out
-
-
-def judged(o: Outcome) -> bool:
-    """A live presentation the liveness check can be blamed for: a face in at least half its
-    frames (presentations stop early once accepted, so an accepted one always counts)."""
-    return any(v is not None for v in o.accepted.values()) or 2 * o.faces >= o.frames
-
-
-def summarise(outcomes: list[Outcome], strictness: list[str], species: tuple[str, ...],
-              planar: tuple[str, ...], fps: dict | None = None, replays: tuple[str, ...] = ()) -> dict:
-    res = {}
-    for s in strictness:
-        r = {"apcer": {}, "bpcer": None}
-        for sp in species:
-            att = [o for o in outcomes if o.kind == sp]
-            if att:
-                acc = sum(o.accepted[s] is not None for o in att)
-                by_fps = {}
-                for rate in sorted({o.fps for o in att}):
-                    at = [o for o in att if o.fps == rate]
-                    by_fps[f"{rate:g}"] = sum(o.accepted[s] is not None for o in at) / len(at)
-                r["apcer"][sp] = {"accepted": acc, "presentations": len(att), "rate": acc / len(att),
-                                  "by_fps": by_fps}
-        pl = [v["rate"] for k, v in r["apcer"].items() if k in planar]
-        r["apcer_planar_max"] = max(pl) if pl else None
-        rp = [v["rate"] for k, v in r["apcer"].items() if k in replays]
-        r["apcer_replay_max"] = max(rp) if rp else None
-        every = [o for o in outcomes if o.kind == "live"]
-        live = [o for o in every if judged(o)]
-        if live:
-            refused = [o.name for o in live if o.accepted[s] is None]
-            times = [(o.accepted[s] - 1) / (fps[o.name] if fps else o.fps) for o in live if o.accepted[s] is not None]
-            r["bpcer"] = {"refused": len(refused), "presentations": len(live),
-                          "rate": len(refused) / len(live), "refused_names": refused,
-                          "mean_s_to_accept": float(np.mean(times)) if times else None,
-                          "median_s_to_accept": float(np.median(times)) if times else None,
-                          "no_face": [o.name for o in every if not judged(o)]}
-        res[s] = r
-    return res
-
-
-def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], latency_ms: float,
-                 replays: tuple[str, ...] = (), pad_ms: float | None = None) -> str:
-    """Rows per attack species, then the headlines, BPCER and the time to accept; a column
-    per strictness."""
-    cols = list(res)
-
-    def rate(a):
-        return f"{a['rate'] * 100:5.1f}% ({a['accepted']}/{a['presentations']})" if a else "-"
-
-    def pct(v):
-        return f"{v * 100:.1f}%" if v is not None else "-"
-
-    rows = []
-    for sp in species:
-        mark = "" if sp in planar or sp in replays else "*"
-        rows.append((f"APCER {sp}{mark}", [rate(res[s]["apcer"].get(sp)) for s in cols]))
-    if any(sp in planar for sp in species):
-        rows.append(("APCER max, planar photos", [pct(res[s]["apcer_planar_max"]) for s in cols]))
-    if any(sp in replays for sp in species):
-        rows.append(("APCER max, video replays", [pct(res[s]["apcer_replay_max"]) for s in cols]))
-    b = {s: res[s]["bpcer"] for s in cols}
-    rows.append(("BPCER live video", [f"{x['rate'] * 100:5.1f}% ({x['refused']}/{x['presentations']})" if x else "-"
-                                     for x in b.values()]))
-    rows.append(("mean time to accept", [f"{x['mean_s_to_accept']:.2f} s" if x and x["mean_s_to_accept"] is not None
-                                        else "-" for x in b.values()]))
-    width = max(len(name) for name, _ in rows) + 2
-    lines = [f"{'':{width}s}" + "".join(f"{s:>18s}" for s in cols)]
-    lines += [f"{name:{width}s}" + "".join(f"{c:>18s}" for c in cells) for name, cells in rows]
-    lines.append("APCER per attack species (PAI species); * = not planar (stress test, not in the max).")
-    lines.append(f"added latency per judged frame (face mesh + planarity test): {latency_ms:.1f} ms mean")
-    if pad_ms is not None:
-        lines.append(f"texture PAD (both MiniFASNets, int8, 1 thread): {pad_ms:.1f} ms per judged face, on top")
-    return "\n".join(lines)
 
 
 def evaluate(strictness: list[str], window: int, photos: list[Path], species: tuple[str, ...],
              n_frames: int, live: list[Presentation], num_threads: int = 2, progress=None,
-             videos: list[Video] = (), replay_seconds: float = 2.0, replay_fps=(15, 30), pad=None) -> dict:
+             videos: list[Video] = (), replay_seconds: float = 2.0, replay_fps=(15, 30), pad=None,
+             screen_edge: bool = False) -> dict:
     from edge.tools.attacks import PLANAR
     from edge.tools.replays import REPLAY_SPECIES
     from edge.vision.detect import FaceDetector
     from edge.kiosk.liveness import FaceMesh, LivenessGate
+    from edge.kiosk.screen_edge import ScreenEdgeCue
 
     detector = FaceDetector("short", min_score=0.6, min_face_px=60, num_threads=num_threads)
     mesh = FaceMesh(num_threads)
     shared_pad = SharedPad(pad) if pad is not None else None
-    gates = {s: LivenessGate(s, window, mesh=mesh, pad=shared_pad) for s in strictness}
+    gates = {s: LivenessGate(s, window, mesh=mesh, pad=shared_pad,
+                             screen_edge=ScreenEdgeCue() if screen_edge else None) for s in strictness}
+    alone = ScreenEdgeCue()
     skipped: list[str] = []
     pieces_left_out: list[str] = []
     photo_species = tuple(sp for sp in species if sp not in REPLAY_SPECIES)
@@ -196,19 +125,22 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
     outcomes = []
     t0 = time.perf_counter()
     for i, p in enumerate(presentations):
-        o = replay(p, detector, gates)
+        o = replay(p, detector, gates, alone, window)
         outcomes.append(o)
         if progress:
             acc = ", ".join(f"{s}: {'accepted at frame ' + str(v) if v else 'refused'}"
                             for s, v in o.accepted.items())
             progress(f"[{i + 1}/{len(presentations)}] {o.kind:7s} {o.name}: {acc}")
     observed = sum(g.observed for g in gates.values())
-    gate_s = sum(g.observe_s for g in gates.values()) - (pad.score_s if pad is not None else 0.0)
+    gate_s = sum(g.observe_s for g in gates.values()) - (pad.score_s if pad is not None else 0.0) \
+        - sum(g.screen_edge.score_s for g in gates.values() if g.screen_edge is not None)
     latency = 1000 * gate_s / observed if observed else 0.0
     planar = tuple(sp for sp in species if sp in PLANAR)
     res = summarise(outcomes, strictness, species, planar, replays=replay_species)
     return {"results": res, "latency_ms": latency, "pad": None if pad is None else
             {"threshold": pad.threshold, "ms_per_face": pad.mean_ms, "faces": pad.scored},
+            "screen_edge": screen_edge, "screen_edge_alone": edge_alone(outcomes, species),
+            "screen_edge_ms": alone.mean_ms,
             "window": window, "frames_per_attack": n_frames,
             "photos": len(photos), "photos_without_a_face": skipped, "live_presentations": len(live),
             "replay_pieces_without_a_face": pieces_left_out, "replay_seconds": replay_seconds,
@@ -275,7 +207,7 @@ def cmd_liveness_eval(args) -> int:
         pad = TexturePad(num_threads=1, threshold=args.pad_threshold)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     report = evaluate(strictness, args.window, photos, species, args.frames, live, args.threads, progress,
-                      videos, args.replay_seconds, rates, pad)
+                      videos, args.replay_seconds, rates, pad, args.screen_edge == "on")
     table = format_table(report["results"], species, tuple(report["planar"]), report["latency_ms"],
                          tuple(report["replays"]), None if pad is None else pad.mean_ms)
     n_photo = len(species) - len(report["replays"])
@@ -286,7 +218,9 @@ def cmd_liveness_eval(args) -> int:
         print(f"video replays: {len(videos)} live videos in pieces of {args.replay_seconds:g} s x "
               f"{len(report['replays'])} replay species at {', '.join(f'{r:g}' for r in rates)} frames/s")
     print(f"texture PAD: {args.pad}" + (f" (threshold {args.pad_threshold:g})" if pad is not None else ""))
+    print(f"screen-edge cue in the gate: {args.screen_edge}")
     print(table)
+    print(format_edge(report["screen_edge_alone"], report["screen_edge_ms"]))
     if report["photos_without_a_face"]:
         print(f"photos left out (no face found by the detector): {', '.join(report['photos_without_a_face'])}")
     if report["replay_pieces_without_a_face"]:
@@ -363,6 +297,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                          "(default %(default)s)")
     e.add_argument("--pad", choices=("off", "minifasnet"), default="off",
                    help="the texture PAD cue in the gate (default %(default)s)")
+    e.add_argument("--screen-edge", choices=("off", "on"), default="off",
+                   help="the screen-edge cue in the gate (edge/kiosk/screen_edge.py; measured on its own "
+                        "either way; default %(default)s)")
     e.add_argument("--pad-threshold", type=float, default=0.9, help="its threshold (default %(default)s)")
     e.add_argument("--flash", action="store_true",
                    help="measure the active light challenge instead (edge/kiosk/flash.py) on clips rendered "

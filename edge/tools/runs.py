@@ -14,22 +14,28 @@ from edge.kiosk.gates import TimedGate
 from edge.kiosk.loop import STAGES
 from edge.tools.measure import RunResult, peak_rss_mb, ratio
 
-# liveness: the gate's mesh/planarity/blink work, pad: its texture PAD (both MiniFASNets);
-# other: the remaining gates, door, screen, decision
-BENCH_STAGES = (*STAGES, "liveness", "pad", "audit", "other")
+# liveness: the gate's mesh/planarity/blink work; pad: its texture PAD (both MiniFASNets);
+# screen_edge: its screen-edge cue; other: the remaining gates, door, screen, decision
+CUES = ("pad", "screen_edge")
+BENCH_STAGES = (*STAGES, "liveness", *CUES, "audit", "other")
 
 
-def _gate_clocks(kiosk) -> tuple[float, float, int, int]:
-    """Seconds and calls so far of the liveness gates' own work and of their texture PAD."""
-    live_s = pad_s = 0.0
-    live_n = pad_n = 0
+def _gate_clocks(kiosk) -> dict[str, tuple[float, int]]:
+    """Seconds and calls so far of the liveness gates' own work and of each of their cues
+    (the cues' time taken out of the gate's)."""
+    out = {s: (0.0, 0) for s in ("liveness", *CUES)}
     for gate in kiosk.gates:
         if isinstance(gate, TimedGate):
-            live_s, live_n = live_s + gate.observe_s, live_n + gate.observed
-            pad = gate.pad
-            if pad is not None:
-                pad_s, pad_n = pad_s + pad.score_s, pad_n + pad.scored
-    return live_s - pad_s, pad_s, live_n, pad_n
+            s, n = out["liveness"]
+            out["liveness"] = (s + gate.observe_s, n + gate.observed)
+            for cue in CUES:
+                c = getattr(gate, cue, None)
+                if c is not None:
+                    s, n = out[cue]
+                    out[cue] = (s + c.score_s, n + c.scored)
+    s, n = out["liveness"]
+    out["liveness"] = (s - sum(out[c][0] for c in CUES), n)
+    return out
 
 
 class _StageRecorder:
@@ -54,9 +60,9 @@ class _StageRecorder:
         self.last_s, self.last_n = dict(st.stage_s), dict(st.stage_n)
         gates = _gate_clocks(self.kiosk)
         gate_ms = 0.0
-        for stage, i in (("liveness", 0), ("pad", 1)):
-            if gates[i + 2] != self.last_gates[i + 2]:
-                ms = 1000.0 * (gates[i] - self.last_gates[i])
+        for stage, (secs, calls) in gates.items():
+            if calls != self.last_gates[stage][1]:
+                ms = 1000.0 * (secs - self.last_gates[stage][0])
                 self.result.stage_ms[stage].append(ms)
                 gate_ms += ms
         self.last_gates = gates
