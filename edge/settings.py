@@ -231,7 +231,7 @@ class LivenessConfig:
     pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True, doc="The median real score the window's faces must reach.")
     screen_edge: str = _key("on", "choice", choices=("on", "off"), doc=(
         'Screen-edge cue (edge/kiosk/screen_edge.py): "on" (the default) refuses a face framed by long straight edges '
-        'on 3 or 4 sides close around it (a phone, tablet or monitor held up) in 2 frames of the window; about 1 ms '
+        'on 3 or 4 sides close around it (a phone, tablet or monitor held up) in 2 frames of the window; about 1.3 ms '
         'per judged face. It refused none of the live video measured; a picture frame or window just behind '
         'the head could look the same: "off" then (docs/liveness.md).'))
     challenge: str = _key("off", "choice", choices=("auto", "off"), doc=(
