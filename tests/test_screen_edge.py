@@ -10,7 +10,7 @@ import pytest
 
 from edge.errors import DoorlockError
 from edge.kiosk.liveness import LivenessGate
-from edge.kiosk.screen_edge import NEED, ScreenEdgeCue, framing
+from edge.kiosk.screen_edge import MIN_LOOKS, NEED, ScreenEdgeCue, framing
 
 W, H = 640, 480
 FACE = (270, 170, 370, 290)       # a 100 x 120 px face box
@@ -104,29 +104,67 @@ def test_the_cue_refuses_after_enough_framed_frames_in_the_window_and_forgets():
         ScreenEdgeCue(need=0)
 
 
+class _NoMesh:
+    usable = False
+
+
 class _Face:
     def __init__(self, box):
-        self.box, self.mesh = box, None
+        self.box, self.mesh = box, _NoMesh()
+
+
+def _proven(gate):
+    """Motion evidence as observe() leaves it after a live face (tested in test_liveness)."""
+    gate._evidence.extend(range(1, 8))
+    gate.proven = True
 
 
 def test_the_gate_refuses_a_framed_face_even_when_it_moved_like_a_live_one():
-    """Motion evidence as observe() leaves it after a live face; the frame still refuses,
-    and the reason says what was seen. Without the frame the same face is let in."""
+    """The frame refuses a face the motion test passed, and the reason says what was seen;
+    without the frame the same face is let in once the cue has looked at MIN_LOOKS frames."""
     gate = LivenessGate("normal", mesh=object(), screen_edge=ScreenEdgeCue())
     framed = _face(_phone(_room()))
-    for no in range(1, 1 + NEED):
-        gate.screen_edge.observe(framed, FACE, no, gate.window)
-    gate._evidence.extend(range(1, 8))
-    gate.proven = True
-    why = gate.refuse("Ada", 3)
+    _proven(gate)
+    reasons = []
+    for no in range(1, 1 + MIN_LOOKS):
+        gate.observe(framed, _Face(FACE), no)
+        reasons.append(gate.refuse("Ada", no))
+    assert reasons[0] == f"looking for a screen's frame around the face (1 of {MIN_LOOKS} frames)"
+    why = reasons[NEED - 1]
     assert why.startswith("a straight frame surrounds the face (a phone, tablet or monitor): "
                           "framed on left / right / above / below")
     assert f"in {NEED} of the last 15 frames" in why
+    assert None not in reasons
     plain = LivenessGate("normal", mesh=object(), screen_edge=ScreenEdgeCue())
-    plain.screen_edge.observe(_face(_room()), FACE, 1, plain.window)
-    plain._evidence.extend(range(1, 8))
-    plain.proven = True
-    assert plain.refuse("Ada", 3) is None
+    _proven(plain)
+    out = []
+    for no in range(1, 2 + MIN_LOOKS):
+        plain.observe(_face(_room()), _Face(FACE), no)
+        out.append(plain.refuse("Ada", no))
+    assert out.index(None) == MIN_LOOKS - 1 and out[-1] is None
+
+
+def test_the_cue_looks_only_at_recognised_faces_not_yet_let_in():
+    """A stranger (no refuse call: the matcher did not accept) costs no cue work; in normal
+    strictness a face let in is not looked at again while it is followed; a new identity on
+    the same face is looked at afresh."""
+    gate = LivenessGate("normal", mesh=object(), screen_edge=ScreenEdgeCue())
+    bare = _face(_room())
+    _proven(gate)
+    for no in range(1, 6):
+        gate.observe(bare, _Face(FACE), no)           # a stranger: refuse is never called
+    assert gate.screen_edge.scored == 0
+    for no in range(6, 6 + MIN_LOOKS):
+        gate.observe(bare, _Face(FACE), no)
+        gate.refuse("Ada", no)
+    assert gate.refuse("Ada", no) is None and gate.screen_edge.scored == MIN_LOOKS
+    for no in range(6 + MIN_LOOKS, 10 + MIN_LOOKS):
+        gate.observe(bare, _Face(FACE), no)
+        assert gate.refuse("Ada", no) is None
+    assert gate.screen_edge.scored == MIN_LOOKS       # let in: not looked at again
+    gate.observe(bare, _Face(FACE), 20)
+    gate.refuse("Bob", 20)                            # another identity: the evidence resets
+    assert gate.screen_edge.scored == MIN_LOOKS + 1 and gate.screen_edge.looked == 1
 
 
 def test_the_config_key_puts_the_cue_in_the_gate():

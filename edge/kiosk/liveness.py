@@ -21,6 +21,7 @@ import numpy as np
 from edge.errors import DoorlockError
 from edge.kiosk.flash import LightChallenge
 from edge.kiosk.gates import Gate
+from edge.kiosk.screen_edge import MIN_LOOKS
 from edge.vision.detect import box_iou
 from edge.vision.landmarks import EYE_A, EYE_B, MESH_SIZE, FaceMesh
 
@@ -165,8 +166,8 @@ class LivenessGate(Gate):
         # texture PAD (edge.kiosk.pad.TexturePad), off by default: a cue that must pass as well,
         # the median of its real scores over the window at or above its threshold
         self.pad = pad
-        # the screen-edge cue (edge.kiosk.screen_edge.ScreenEdgeCue), off by default: refuses
-        # while a straight frame surrounds the face in enough of the window's frames
+        # the screen-edge cue (edge.kiosk.screen_edge.ScreenEdgeCue), or None: refuses while a
+        # straight frame surrounds the face in enough of the window's frames
         self.screen_edge = screen_edge
         self.challenge = LightChallenge(light, challenge_seed, camera=camera) if light is not None else None
         self.observe_s, self.observed = 0.0, 0
@@ -188,6 +189,7 @@ class LivenessGate(Gate):
         self._pad_scores: deque[float] = deque(maxlen=self.window)
         if self.screen_edge is not None:
             self.screen_edge.reset()
+        self._edge_pending = None
         self.proven = False
         self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
@@ -211,9 +213,9 @@ class LivenessGate(Gate):
         seen = _Seen(frame_no, box)
         if self.pad is not None:
             self._pad_scores.append(self.pad.score(frame, box))
-        if self.screen_edge is not None and not (self.latch and self._for is not None):
-            # normal: once let in, the followed face is not looked at again (as the tracking)
-            self.screen_edge.observe(frame, box, frame_no, self.window)
+        # the screen-edge cue looks at this frame only when `refuse` asks (a recognised face):
+        # strangers cost nothing, and in normal a face let in is not looked at again
+        self._edge_pending = (frame, box, frame_no) if self.screen_edge is not None else None
         mesh = getattr(face, "mesh", None)
         if self.challenge is not None and self.challenge.running:
             if mesh is None:
@@ -258,11 +260,13 @@ class LivenessGate(Gate):
         return len(self._evidence) + 2 * len(self._blinks) >= self.need
 
     def is_live(self) -> bool:
-        return (self.proven if self.latch else self._live_now()) and self._pad_ok() and self._edge_ok() \
-            and self._light_ok()
+        return self._moved_and_textured() and self._edge_ok()
+
+    def _moved_and_textured(self) -> bool:
+        return (self.proven if self.latch else self._live_now()) and self._pad_ok() and self._light_ok()
 
     def _edge_ok(self) -> bool:
-        return self.screen_edge is None or not self.screen_edge.refused
+        return self.screen_edge is None or self.screen_edge.passed
 
     def _light_ok(self) -> bool:
         c = self.challenge
@@ -277,10 +281,15 @@ class LivenessGate(Gate):
         return len(self._pad_scores) >= PAD_MIN_FRAMES and self.pad_median() >= self.pad.threshold
 
     def refuse(self, identity: str, frame_no: int) -> str | None:
+        pending, self._edge_pending = self._edge_pending, None
         if self._for is not None and identity != self._for:
             # life is proven for a person, not for a face box: a replay that flips to
             # another enrolled identity (or a second person stepping in) starts again
             self.reset()
+        if pending is not None and pending[2] == frame_no and not (self.latch and self._for is not None):
+            t0 = time.perf_counter()
+            self.screen_edge.observe(*pending, self.window)
+            self.observe_s += time.perf_counter() - t0     # the gate's work, as in observe
         if self.is_live():
             self._for = identity
             return None
@@ -289,6 +298,9 @@ class LivenessGate(Gate):
             return (f"a straight frame surrounds the face (a phone, tablet or monitor): framed on "
                     f"{' / '.join(e.last.sides) if e.last and e.last.sides else 'no side now'}; in {e.hits} of the "
                     f"last {self.window} frames ({e.need} refuse)")
+        if self.screen_edge is not None and not self.screen_edge.passed and self._moved_and_textured():
+            return (f"looking for a screen's frame around the face "
+                    f"({self.screen_edge.looked} of {MIN_LOOKS} frames)")
         c = self.challenge
         if c is not None and not c.running:
             if c.verdict is not None and not c.verdict.live:

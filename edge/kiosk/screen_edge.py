@@ -27,8 +27,10 @@ INNER = 0.55           # ... and leaves out the face itself (0.5: the box)
 MIN_LENGTH = 0.6       # a side's edge is at least this many face-box sizes long
 MAX_TILT_DEG = 20.0    # ... and within this of horizontal or vertical
 ALONGSIDE = 0.5        # ... and runs alongside at least this share of the face
+THETA_STEPS = 180      # Hough angle bins over 180 degrees
 MIN_SIDES = 3          # sides framed in one frame: a hit
 NEED = 2               # hits within the window: refused
+MIN_LOOKS = 3          # frames of the face looked at before the cue lets it pass
 SIDES = ("left", "right", "above", "below")
 
 
@@ -43,21 +45,22 @@ class Framing:
         return len(self.sides) >= MIN_SIDES
 
 
-def _grey(frame: np.ndarray) -> np.ndarray:
+def _check(frame) -> None:
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3):
         raise DoorlockError("screen-edge cue wants a uint8 frame (H, W) or (H, W, 3), got "
                             f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}")
-    if frame.ndim == 3:
-        if frame.shape[2] != 3:
-            raise DoorlockError(f"screen-edge cue wants 3 colour channels, got {frame.shape[2]}")
-        return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return frame
+    if frame.ndim == 3 and frame.shape[2] != 3:
+        raise DoorlockError(f"screen-edge cue wants 3 colour channels, got {frame.shape[2]}")
+
+
+def _grey(part: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(part), cv2.COLOR_RGB2GRAY) if part.ndim == 3 else part
 
 
 def framing(frame: np.ndarray, box) -> Framing:
     """The sides of the face `box` (x0, y0, x1, y1, frame pixels) that a long straight edge
     runs alongside, within the ring."""
-    grey = _grey(frame)
+    _check(frame)
     try:
         x0, y0, x1, y1 = (float(v) for v in box)
     except (TypeError, ValueError):
@@ -66,13 +69,14 @@ def framing(frame: np.ndarray, box) -> Framing:
         return Framing(())
     size = max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    h, w = grey.shape
+    h, w = frame.shape[:2]
     rx0, ry0 = max(0, int(cx - RING * size)), max(0, int(cy - RING * size))
     rx1, ry1 = min(w, int(np.ceil(cx + RING * size))), min(h, int(np.ceil(cy + RING * size)))
     if rx1 - rx0 < 8 or ry1 - ry0 < 8:
         return Framing(())
     s = SCALE_PX / size
-    roi = cv2.resize(grey[ry0:ry1, rx0:rx1], (max(8, round((rx1 - rx0) * s)), max(8, round((ry1 - ry0) * s))),
+    roi = _grey(frame[ry0:ry1, rx0:rx1])     # the ring only: the rest of the frame is not looked at
+    roi = cv2.resize(roi, (max(8, round((rx1 - rx0) * s)), max(8, round((ry1 - ry0) * s))),
                      interpolation=cv2.INTER_AREA)
     roi = cv2.GaussianBlur(roi, (3, 3), 0)
     med = float(np.median(roi))
@@ -82,7 +86,7 @@ def framing(frame: np.ndarray, box) -> Framing:
     fx1, fy1 = (cx + INNER * size - rx0) * s, (cy + INNER * size - ry0) * s
     cv2.rectangle(edges, (int(fx0), int(fy0)), (int(np.ceil(fx1)), int(np.ceil(fy1))), 0, -1)
     min_len = MIN_LENGTH * SCALE_PX
-    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=int(min_len / 2), minLineLength=min_len,
+    lines = cv2.HoughLinesP(edges, 1, np.pi / THETA_STEPS, threshold=int(min_len / 2), minLineLength=min_len,
                             maxLineGap=max(2, SCALE_PX // 20))
     if lines is None:
         return Framing(())
@@ -105,9 +109,10 @@ def framing(frame: np.ndarray, box) -> Framing:
 
 
 class ScreenEdgeCue:
-    """Per face: `observe(frame, box, frame_no)` each judged frame, `refused(window)` when
-    NEED frames of the last `window` were framed on MIN_SIDES sides. `reset` forgets the
-    face. `score_s` / `scored` add up the time spent (latency)."""
+    """Per face: `observe(frame, box, frame_no, window)` each judged frame; `refused` once
+    NEED frames of the last `window` were framed on MIN_SIDES sides, `passed` after
+    MIN_LOOKS frames without that. `reset` forgets the face. `score_s` / `scored` add up
+    the time spent (latency)."""
 
     def __init__(self, need: int = NEED):
         if not 1 <= need <= 30:
@@ -120,6 +125,7 @@ class ScreenEdgeCue:
     def reset(self) -> None:
         self._hits: deque[int] = deque()
         self.last = None
+        self.looked = 0
 
     def observe(self, frame: np.ndarray, box, frame_no: int, window: int) -> Framing:
         t0 = time.perf_counter()
@@ -128,6 +134,7 @@ class ScreenEdgeCue:
         finally:
             self.score_s += time.perf_counter() - t0
             self.scored += 1
+        self.looked += 1
         if self.last.hit:
             self._hits.append(frame_no)
         while self._hits and self._hits[0] <= frame_no - window:
@@ -141,6 +148,11 @@ class ScreenEdgeCue:
     @property
     def refused(self) -> bool:
         return len(self._hits) >= self.need
+
+    @property
+    def passed(self) -> bool:
+        """Looked at long enough (MIN_LOOKS frames) and not refused."""
+        return self.looked >= MIN_LOOKS and not self.refused
 
     @property
     def mean_ms(self) -> float:
