@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.assets import bundle_path
 from edge.service.audit import AuditLog
 from edge.vision.bundle import Bundle, load_bundle
-from edge.vision.camera import Camera, ReconnectingCamera, VideoFileCamera, open_camera
+from edge.vision.camera import Camera, GreyCamera, ReconnectingCamera, VideoFileCamera, open_camera
 from edge.config import Config
 from edge.vision.detect import FaceDetector
 from edge.door.door import Door
@@ -47,6 +47,8 @@ def open_source(spec: str, cfg: Config, realtime: bool = False) -> Camera:
     c = cfg.camera
     if spec not in ("picamera",) and not spec.startswith(("usb:", "/dev/video")):
         return VideoFileCamera(resolve(spec), realtime=realtime)
+    if c.spectrum == "nir":
+        return ReconnectingCamera(lambda: GreyCamera(open_camera(spec, width=c.width, height=c.height, fps=c.fps)))
     return ReconnectingCamera(lambda: open_camera(spec, width=c.width, height=c.height, fps=c.fps))
 
 
@@ -251,6 +253,10 @@ def make_liveness_gates(cfg: Config, screen=None, camera: Camera | None = None) 
 
         edge = ScreenEdgeCue()
     light = screen if lv.challenge == "auto" else None
+    if light is not None and cfg.camera.spectrum == "nir":
+        log.info("light challenge off: camera.spectrum is \"nir\" (an infrared camera does not see the "
+                 "screen's colours)")
+        light = None
     return [LivenessGate(lv.strictness, lv.window, num_threads=cfg.recognition.num_threads, pad=pad, light=light,
                          camera=camera, screen_edge=edge)]
 

@@ -234,6 +234,9 @@ def _check_together(cfg: Config, where: str) -> None:
         raise DoorlockError(f"{where}: audit.path is empty (allowed: a file path)")
     if cfg.audit.keep_debug_images and not cfg.audit.debug_dir.strip():
         raise DoorlockError(f"{where}: audit.keep_debug_images = true needs audit.debug_dir")
+    if cfg.camera.spectrum == "nir" and cfg.liveness.pad != "off":
+        raise DoorlockError(f"{where}: liveness.pad = {quote(cfg.liveness.pad)} needs camera.spectrum = \"visible\" "
+                            "(the texture PAD's models know colour pictures only; set liveness.pad = \"off\")")
     _check_door(cfg, where)
     _check_mqtt(cfg.mqtt, where)
 

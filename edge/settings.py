@@ -55,6 +55,13 @@ class CameraConfig:
     height: int = _key(480, "int", lo=16, hi=4096, doc="Requested frame height in pixels.")
     fps: float = _key(15.0, "float", lo=0, hi=120, lo_open=True, doc=(
         "Requested frames per second. Recognition runs slower than this on a Pi; the newest frame is always the one judged."))
+    spectrum: str = _key("visible", "choice", choices=("visible", "nir"), doc=(
+        'What the camera sees:\n'
+        '  "visible": an ordinary colour camera (the default)\n'
+        '  "nir": a near-infrared camera with its own 850 nm illuminator (Pi Camera Module 3 NoIR; parts in '
+        'docs/liveness.md): frames are turned grey, the light challenge stays off (the screen\'s colours are not seen) '
+        'and liveness.pad must be "off" (its models know colour pictures only). Phone and monitor screens show '
+        'almost nothing at 850 nm. Not measured: no infrared footage yet'))
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,31 @@ def open_camera(spec: str, *, width: int = 640, height: int = 480, fps: float | 
     return VideoFileCamera(spec, loop=loop, realtime=realtime)
 
 
+class GreyCamera(Camera):
+    """A near-infrared camera's frames as grey in all three channels. A NoIR sensor's colour
+    filters all pass 850 nm light unevenly, so its "colour" is a cast that changes with the
+    room's light and the illuminator's share: no information, only noise for the models."""
+
+    def __init__(self, camera: Camera):
+        self._cam = camera
+
+    @property
+    def fps(self) -> float | None:  # type: ignore[override]
+        return self._cam.fps
+
+    def read(self) -> np.ndarray | None:
+        frame = self._cam.read()
+        if frame is None:
+            return None
+        return cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+    def hold_exposure(self, held: bool) -> bool:
+        return self._cam.hold_exposure(held)
+
+    def close(self) -> None:
+        self._cam.close()
+
+
 class ReconnectingCamera(Camera):
     """Keeps a camera alive: on a failed read or open it closes, logs, and reopens later.
 
