@@ -271,6 +271,21 @@ def _attempt(door, frames=3, event="denied"):
     door(np.zeros((4, 4, 3), np.uint8), None, None)    # the face leaves
 
 
+def test_liveness_waiting_for_the_person_counts_but_does_not_sound_a_refusal(rig):
+    """A recognised person the liveness check still waits for (the screen asks them to turn
+    their head) hears no refusal beeps; the attempt still counts, so photos held up one
+    after another still lock the door out."""
+    r = rig(lockout_attempts=2, lockout_window_s=60, lockout_s=120, alarm_s=10)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    for attempt in range(2):
+        for _ in range(5):
+            r.door(frame, None, D("refused", reason="liveness: no sign of life yet: 0 of the last 15 frames"))
+        r.door(frame, None, None)
+        if attempt == 0:
+            assert r.door.buzzer.shown is None and r.door.led.shown is None and r.new() == []
+    assert events(r.new()) == ["lockout"] and r.door.status().locked_out and r.door.buzzer.shown == "alarm"
+
+
 def test_lockout_after_refused_attempts_and_its_expiry(rig):
     r = rig(lockout_attempts=3, lockout_window_s=60, lockout_s=120, alarm_s=10)
     gate = r.door.gate

@@ -21,14 +21,15 @@ from edge.config import config_from_dict
 from edge.door.door import DoorStatus
 from edge.screen import displays
 from edge.screen.displays import Display, PygameDisplay, VideoDisplay
-from edge.screen.prompts import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, NOT_RECOGNISED,
+from edge.screen.prompts import (CAMERA_FAULT, DOOR_FAULT, HOLD, LOCKED_OUT, LOOK, MOVE, NOT_RECOGNISED,
                                  OUTSIDE_HOURS, PROMPTS, WELCOME, Prompter, shown)
 from edge.screen.render import Renderer, render_cost_ms
 from edge.screen.screen import Screen, open_screen
 from edge.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
-TEXTS = {LOOK: "Look at the camera", HOLD: "Hold still", WELCOME: "Welcome, Ada Lovelace",
+TEXTS = {LOOK: "Look at the camera", HOLD: "Hold still", MOVE: "Turn your head slightly",
+         WELCOME: "Welcome, Ada Lovelace",
          NOT_RECOGNISED: "Not recognised", OUTSIDE_HOURS: "Outside your access hours",
          CAMERA_FAULT: "Camera fault, door locked", DOOR_FAULT: "Door fault, door locked",
          LOCKED_OUT: "Locked out, try later"}
@@ -181,6 +182,38 @@ def test_prompt_logic():
     assert p.current(29.1).state == DOOR_FAULT
     status["s"] = None
     assert p.current(29.2).state == LOOK
+
+
+def test_a_recognised_person_liveness_waits_for_is_asked_not_refused():
+    """Liveness waiting for a still face asks for a head turn, for a face in profile asks to
+    look at the camera, holds during the light challenge: never "Not recognised", however
+    long. A refusal of what liveness saw (a photo's texture) is "Not recognised" as before."""
+    p = Prompter(hold_s=3.0, attempt_frames=3)
+    waits = ["liveness: no sign of life yet: 1 of the last 15 frames moved unlike a flat picture",
+             "liveness: no face mesh (face not frontal or clear enough to check for life)",
+             "liveness: light challenge running: hold still (3 of 12)",
+             "liveness: looking for a screen's frame around the face (1 of 3 frames)"]
+    states = [p.update(True, D("refused", "Ada", reason=w), i / 10) for i, w in enumerate(waits * 5)]
+    assert [s.state for s in states[:4]] == [MOVE, LOOK, HOLD, HOLD]
+    assert states[0].text == "Turn your head slightly" and NOT_RECOGNISED not in {s.state for s in states}
+    refused = [p.update(True, D("refused", "Ada", reason="liveness: texture looks like a photo or a screen: x"),
+                        3 + i / 10).state for i in range(3)]
+    assert refused == [HOLD, HOLD, NOT_RECOGNISED]
+
+
+def test_the_waiting_prefixes_are_the_gates_own_reasons():
+    """The screen and the door know the liveness gate's waiting reasons by their start; the
+    gate must still say them so."""
+    from edge.kiosk.gates import waiting_for
+    from edge.kiosk.liveness import LivenessGate
+
+    g = LivenessGate("normal", mesh=object())
+    assert waiting_for("liveness: " + g.refuse("Ada", 1)) == "look"        # no mesh seen yet
+    g._seen.append(type("S", (), {"points": np.zeros((468, 2)), "no": 1})())
+    assert waiting_for("liveness: " + g.refuse("Ada", 1)) == "move"
+    g.proven, g.pad = True, type("P", (), {"threshold": 0.9})()
+    assert waiting_for("liveness: " + g.refuse("Ada", 1)) is None          # the texture refused
+    assert waiting_for(None) is None and waiting_for("hours: outside") is None
 
 
 def test_file_display_writes_every_frame(tmp_path):

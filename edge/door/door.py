@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from edge.door.inputs import CHATTER_EDGES, CHATTER_QUIET_S, CHATTER_WINDOW_S, Indicator, Input, input_level
 from edge.door.lockout import Lockout
-from edge.kiosk.gates import Gate
+from edge.kiosk.gates import Gate, waiting_for
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +260,11 @@ class Door:
                         f"({left:.0f} s left)")
             return None
 
-    def _refused_attempt(self, now: float) -> None:
+    def _refused_attempt(self, now: float, sounded: bool = True) -> None:
         s = self.settings
-        self.buzzer.flash("refused")
-        self.led.flash("refused")
+        if sounded:
+            self.buzzer.flash("refused")
+            self.led.flash("refused")
         n = self.lockout.attempt(now)
         if n is not None:
             self._event("lockout", alarm=True, attempts=n, window_s=s.lockout_window_s,
@@ -287,7 +288,8 @@ class Door:
                 reason = decision.reason or ""
                 ours = reason.startswith(f"{self.gate.name}: ")   # refused by the lockout itself
                 if not ours and not self.faults and self.lockout.frame_refused():
-                    self._refused_attempt(now)
+                    # liveness waiting for the person (the screen asks them): counted, not sounded
+                    self._refused_attempt(now, sounded=waiting_for(reason) is None)
             elif event == "fault":                     # a camera/pipeline fault: show it once
                 self.buzzer.flash("fault")
                 self.led.flash("fault")

@@ -25,6 +25,25 @@ class Event(StrEnum):
     FAULT = "fault"       # a stage failed; the relay was locked
 
 
+# Refusals by which the liveness gate waits for the person rather than refuses them, and
+# what the person is asked: the screen shows that (not "Not recognised"), the door does not
+# sound a refusal for them (the attempt still counts towards a lockout)
+WAITING = (
+    ("liveness: light challenge running", "hold"),       # the screen is flashing its colours
+    ("liveness: looking for a screen's frame", "hold"),
+    ("liveness: no sign of life yet", "move"),           # a head turn or a blink proves life
+    ("liveness: no face mesh", "look"),                  # in profile or blurred: face the camera
+)
+
+
+def waiting_for(reason: str | None) -> str | None:
+    """What a refusal asks of the person ("hold", "move" or "look"), or None for a refusal."""
+    for prefix, ask in WAITING:
+        if (reason or "").startswith(prefix):
+            return ask
+    return None
+
+
 class Strike(Protocol):
     """The door's relay (edge.door.relay.DoorRelay, or any fail-secure stand-in)."""
 

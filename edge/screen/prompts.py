@@ -14,9 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from edge.kiosk.gates import waiting_for
+
 log = logging.getLogger(__name__)
 
 LOOK, HOLD, WELCOME, NOT_RECOGNISED = "look", "hold", "welcome", "not_recognised"
+MOVE = "move"
 OUTSIDE_HOURS, CAMERA_FAULT, DOOR_FAULT, LOCKED_OUT = ("outside_hours", "camera_fault",
                                                        "door_fault", "locked_out")
 
@@ -32,6 +35,7 @@ class Prompt:
 PROMPTS: dict[str, Prompt] = {
     LOOK: Prompt("Look at the camera", (38, 50, 72), 0, False),
     HOLD: Prompt("Hold still", (196, 132, 0), 1, False),
+    MOVE: Prompt("Turn your head slightly", (0, 112, 150), 1, False),
     NOT_RECOGNISED: Prompt("Not recognised", (178, 34, 34), 2, True),
     OUTSIDE_HOURS: Prompt("Outside your access hours", (120, 58, 160), 3, True),
     WELCOME: Prompt("Welcome, {name}", (22, 140, 64), 4, True),
@@ -105,8 +109,9 @@ class Prompter:
             return shown(LOCKED_OUT)
         if reason.startswith("door: input fault"):
             return shown(DOOR_FAULT)
-        if reason.startswith("liveness: light challenge running"):
-            return shown(HOLD)      # the screen is flashing its colours: not a refusal yet
+        ask = waiting_for(reason)
+        if ask is not None:
+            return shown(ask)       # recognised; liveness waits for the person: ask, do not refuse
         self._denied += 1       # denied, or refused by another gate (e.g. liveness)
         return shown(NOT_RECOGNISED if self._denied >= self.attempt_frames else HOLD)
 
