@@ -314,4 +314,10 @@ def test_evaluation_command_reports_apcer_and_bpcer(shared, tmp_path, capsys):
     assert r["apcer"]["print"]["presentations"] >= 1 and r["apcer_planar_max"] == 0.0
     assert r["bpcer"]["presentations"] == 8 and r["bpcer"]["rate"] == 0.0
     assert rep["latency_ms"] > 0
+    # the screen-edge cue on its own: it refuses no live presentation of the close-up, and
+    # its line is printed; it is in the evaluated gate, as in the kiosk
+    alone = rep["screen_edge_alone"]
+    assert rep["screen_edge"] is True and alone["live"] == {**alone["live"], "flagged": 0, "presentations": 8}
+    assert alone["print"]["presentations"] >= 1 and rep["screen_edge_ms"] > 0
+    assert "screen-edge cue on its own" in text and "live             falsely refused   0.0% (0/8)" in text
     assert main(["liveness-eval", "--species", "hologram"]) == 2

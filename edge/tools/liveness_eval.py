@@ -46,6 +46,10 @@ each --replay-fps. The bona fide presentations are the live video (by default th
 clip's close-up of Lin-Manuel Miranda, frames 83-211; --live adds files or folders of
 video), cut into presentations of --live-seconds at the video's rate and at half of it.
 
+The screen-edge cue (edge/kiosk/screen_edge.py) is measured on its own on every
+presentation: the share it would refuse by itself, per species and for live video; with
+--screen-edge on it is in the gates too.
+
 Like the kiosk, the gate sees the largest face of every frame; a frame without a face
 resets it. Reported too: the mean time to accept a live presentation and the added latency
 per judged frame (the mesh and the planarity test; the PAD apart).
@@ -297,9 +301,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                          "(default %(default)s)")
     e.add_argument("--pad", choices=("off", "minifasnet"), default="off",
                    help="the texture PAD cue in the gate (default %(default)s)")
-    e.add_argument("--screen-edge", choices=("off", "on"), default="off",
-                   help="the screen-edge cue in the gate (edge/kiosk/screen_edge.py; measured on its own "
-                        "either way; default %(default)s)")
+    e.add_argument("--screen-edge", choices=("off", "on"), default="on",
+                   help="the screen-edge cue in the gate, as the kiosk's liveness.screen_edge (measured on "
+                        "its own either way; off: the figures from before it; default %(default)s)")
     e.add_argument("--pad-threshold", type=float, default=0.9, help="its threshold (default %(default)s)")
     e.add_argument("--flash", action="store_true",
                    help="measure the active light challenge instead (edge/kiosk/flash.py) on clips rendered "
