@@ -187,18 +187,33 @@ def test_prompt_logic():
 def test_a_recognised_person_liveness_waits_for_is_asked_not_refused():
     """Liveness waiting for a still face asks for a head turn, for a face in profile asks to
     look at the camera, holds during the light challenge: never "Not recognised", however
-    long. A refusal of what liveness saw (a photo's texture) is "Not recognised" as before."""
+    long (each request held a second: ASK_HOLD_S). A refusal of what liveness saw (a photo's
+    texture) is "Not recognised" as before."""
     p = Prompter(hold_s=3.0, attempt_frames=3)
     waits = ["liveness: no sign of life yet: 1 of the last 15 frames moved unlike a flat picture",
              "liveness: no face mesh (face not frontal or clear enough to check for life)",
              "liveness: light challenge running: hold still (3 of 12)",
              "liveness: looking for a screen's frame around the face (1 of 3 frames)"]
-    states = [p.update(True, D("refused", "Ada", reason=w), i / 10) for i, w in enumerate(waits * 5)]
+    states = [p.update(True, D("refused", "Ada", reason=w), i * 1.1) for i, w in enumerate(waits * 5)]
     assert [s.state for s in states[:4]] == [MOVE, LOOK, HOLD, HOLD]
     assert states[0].text == "Turn your head slightly" and NOT_RECOGNISED not in {s.state for s in states}
     refused = [p.update(True, D("refused", "Ada", reason="liveness: texture looks like a photo or a screen: x"),
-                        3 + i / 10).state for i in range(3)]
+                        30 + i / 10).state for i in range(3)]
     assert refused == [HOLD, HOLD, NOT_RECOGNISED]
+
+
+def test_what_liveness_asks_does_not_switch_every_frame():
+    """A head turning makes the gate's reason switch between "no sign of life" and "no face
+    mesh" from frame to frame; the screen's request changes at most once a second, and a
+    grant still shows at once."""
+    p = Prompter(hold_s=3.0, attempt_frames=3)
+    move = D("refused", "Ada", reason="liveness: no sign of life yet: 0 of the last 15 frames")
+    look = D("refused", "Ada", reason="liveness: no face mesh (face not frontal or clear enough)")
+    texts = [p.update(True, (move, look)[i % 2], i / 15).text for i in range(30)]   # 2 s at 15 frames/s
+    changes = sum(a != b for a, b in zip(texts, texts[1:]))
+    assert texts[0] == "Turn your head slightly" and 1 <= changes <= 2
+    assert all(t == texts[0] for t in texts[:15])                 # the first second: one request
+    assert p.update(True, D("granted", "Ada"), 2.05).text == "Welcome, Ada"
 
 
 def test_the_waiting_prefixes_are_the_gates_own_reasons():

@@ -44,6 +44,7 @@ PROMPTS: dict[str, Prompt] = {
     LOCKED_OUT: Prompt("Locked out, try later", (140, 0, 70), 7, True),
 }
 TEXT_COLOUR = (255, 255, 255)
+ASK_HOLD_S = 1.0        # what liveness asks of the person changes at most this often
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,21 @@ class Prompter:
         self.held: Shown | None = None
         self._denied = 0
         self._last_frame: float | None = None
+        self._asked: Shown | None = None
 
-    def _state_of(self, decision) -> Shown:
+    def _state_of(self, decision, now: float) -> Shown:
+        s = self._state_of_frame(decision)
+        if waiting_for(getattr(decision, "reason", None)) is None or getattr(decision, "event", None) != "refused":
+            self._asked = None
+            return s
+        # what liveness asks of the person stays ASK_HOLD_S: a head turning from "no sign of
+        # life" to "no face mesh" and back must not switch the text every frame
+        if self._asked is not None and self._asked.until > now:
+            return self._asked
+        self._asked = Shown(s.state, s.text, now + ASK_HOLD_S)
+        return self._asked
+
+    def _state_of_frame(self, decision) -> Shown:
         if decision is None:
             self._denied = 0
             return shown(LOOK)
@@ -122,7 +136,7 @@ class Prompter:
             if frame_present:
                 self._last_frame = now
             if frame_present or decision is not None:
-                s = self._state_of(decision)
+                s = self._state_of(decision, now)
                 self.live = s
                 if s.prompt.hold:
                     held = self.held
