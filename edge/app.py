@@ -47,9 +47,12 @@ def open_source(spec: str, cfg: Config, realtime: bool = False) -> Camera:
     c = cfg.camera
     if spec not in ("picamera",) and not spec.startswith(("usb:", "/dev/video")):
         return VideoFileCamera(resolve(spec), realtime=realtime)
-    if c.spectrum == "nir":
-        return ReconnectingCamera(lambda: GreyCamera(open_camera(spec, width=c.width, height=c.height, fps=c.fps)))
-    return ReconnectingCamera(lambda: open_camera(spec, width=c.width, height=c.height, fps=c.fps))
+
+    def live() -> Camera:
+        cam = open_camera(spec, width=c.width, height=c.height, fps=c.fps)
+        return GreyCamera(cam) if c.spectrum == "nir" else cam
+
+    return ReconnectingCamera(live)
 
 
 @dataclass

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from edge.errors import DoorlockError
 from edge.tools.presentations import (Presentation, Video, attack_presentations, live_presentations,  # noqa: F401
                                       photo_files, pick, read_video, replay_presentations, video_files)
