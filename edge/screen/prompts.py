@@ -92,18 +92,7 @@ class Prompter:
         self._asked: Shown | None = None
 
     def _state_of(self, decision, now: float) -> Shown:
-        s = self._state_of_frame(decision)
-        if waiting_for(getattr(decision, "reason", None)) is None or getattr(decision, "event", None) != "refused":
-            self._asked = None
-            return s
-        # what liveness asks of the person stays ASK_HOLD_S: a head turning from "no sign of
-        # life" to "no face mesh" and back must not switch the text every frame
-        if self._asked is not None and self._asked.until > now:
-            return self._asked
-        self._asked = Shown(s.state, s.text, now + ASK_HOLD_S)
-        return self._asked
-
-    def _state_of_frame(self, decision) -> Shown:
+        asked, self._asked = self._asked, None
         if decision is None:
             self._denied = 0
             return shown(LOOK)
@@ -125,7 +114,13 @@ class Prompter:
             return shown(DOOR_FAULT)
         ask = waiting_for(reason)
         if ask is not None:
-            return shown(ask)       # recognised; liveness waits for the person: ask, do not refuse
+            # recognised; liveness waits for the person: ask, do not refuse. A request stays
+            # ASK_HOLD_S: a head turning from "no sign of life" to "no face mesh" and back
+            # must not switch the text every frame
+            if asked is None or asked.until <= now:
+                asked = Shown(ask, PROMPTS[ask].text, now + ASK_HOLD_S)
+            self._asked = asked
+            return asked
         self._denied += 1       # denied, or refused by another gate (e.g. liveness)
         return shown(NOT_RECOGNISED if self._denied >= self.attempt_frames else HOLD)
 
