@@ -97,14 +97,12 @@ def framing(frame: np.ndarray, box) -> Framing:
     for ax, ay, bx, by in np.asarray(lines, np.float64).reshape(-1, 4):
         dx, dy = abs(bx - ax), abs(by - ay)
         mx, my = (ax + bx) / 2, (ay + by) / 2
-        if dx <= tilt * dy:                                       # near vertical
-            overlap = min(max(ay, by), by1) - max(min(ay, by), by0)
-            if overlap >= ALONGSIDE * (by1 - by0):
-                found.add("left" if mx < bx0 else "right" if mx > bx1 else "")
-        elif dy <= tilt * dx:                                     # near horizontal
-            overlap = min(max(ax, bx), bx1) - max(min(ax, bx), bx0)
-            if overlap >= ALONGSIDE * (bx1 - bx0):
-                found.add("above" if my < by0 else "below" if my > by1 else "")
+        if dx <= tilt * dy and (mx < bx0 or mx > bx1):            # near vertical, beside the face
+            if min(max(ay, by), by1) - max(min(ay, by), by0) >= ALONGSIDE * (by1 - by0):
+                found.add("left" if mx < bx0 else "right")
+        elif dy <= tilt * dx and (my < by0 or my > by1):          # near horizontal, above or below
+            if min(max(ax, bx), bx1) - max(min(ax, bx), bx0) >= ALONGSIDE * (bx1 - bx0):
+                found.add("above" if my < by0 else "below")
     return Framing(tuple(side for side in SIDES if side in found))
 
 
