@@ -110,12 +110,13 @@ class ScreenEdgeCue:
     """Per face: `observe(frame, box, frame_no, window)` each judged frame; `refused` once
     NEED frames of the last `window` were framed on MIN_SIDES sides, `passed` after
     MIN_LOOKS frames without that. `reset` forgets the face. `score_s` / `scored` add up
-    the time spent (latency)."""
+    the time spent (latency). `look`: the per-frame test (`framing`, or one shared by
+    several cues on the same frames)."""
 
-    def __init__(self, need: int = NEED):
+    def __init__(self, need: int = NEED, look=framing):
         if not 1 <= need <= 30:
             raise DoorlockError(f"screen-edge cue: frames needed must be 1-30, got {need}")
-        self.need = int(need)
+        self.need, self._look = int(need), look
         self.last: Framing | None = None
         self.score_s, self.scored = 0.0, 0
         self.reset()
@@ -128,7 +129,7 @@ class ScreenEdgeCue:
     def observe(self, frame: np.ndarray, box, frame_no: int, window: int) -> Framing:
         t0 = time.perf_counter()
         try:
-            self.last = framing(frame, box)
+            self.last = self._look(frame, box)
         finally:
             self.score_s += time.perf_counter() - t0
             self.scored += 1

@@ -55,18 +55,28 @@ per judged frame (the mesh and the planarity test; the PAD apart).
 """
 
 
+class PerFace:
+    """`f(frame, box)` worked out once per judged face however many gates ask (the texture
+    PAD's score, the screen-edge look). The frame itself is held, so a later frame cannot
+    take its id and be mistaken for it."""
+
+    def __init__(self, f):
+        self.f = f
+        self._frame, self._box, self._value = None, None, None
+
+    def __call__(self, frame, box):
+        box = tuple(float(v) for v in box)
+        if frame is not self._frame or box != self._box:
+            self._frame, self._box, self._value = frame, box, self.f(frame, box)
+        return self._value
+
+
 class SharedPad:
     """One texture PAD for several gates: each judged face is scored once."""
 
     def __init__(self, pad):
         self.pad, self.threshold = pad, pad.threshold
-        self._key, self._score = None, 0.0
-
-    def score(self, frame, box) -> float:
-        key = (id(frame), tuple(float(v) for v in box))
-        if key != self._key:
-            self._key, self._score = key, self.pad.score(frame, box)
-        return self._score
+        self.score = PerFace(pad.score)
 
 
 def replay(p: Presentation, detector, gates: dict, edge=None, window: int = 15) -> Outcome:
@@ -110,14 +120,15 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
     from edge.tools.replays import REPLAY_SPECIES
     from edge.vision.detect import FaceDetector
     from edge.kiosk.liveness import FaceMesh, LivenessGate
-    from edge.kiosk.screen_edge import ScreenEdgeCue
+    from edge.kiosk.screen_edge import ScreenEdgeCue, framing
 
     detector = FaceDetector("short", min_score=0.6, min_face_px=60, num_threads=num_threads)
     mesh = FaceMesh(num_threads)
     shared_pad = SharedPad(pad) if pad is not None else None
+    look = PerFace(framing)
     gates = {s: LivenessGate(s, window, mesh=mesh, pad=shared_pad,
-                             screen_edge=ScreenEdgeCue() if screen_edge else None) for s in strictness}
-    alone = ScreenEdgeCue()
+                             screen_edge=ScreenEdgeCue(look=look) if screen_edge else None) for s in strictness}
+    alone = ScreenEdgeCue(look=look)
     skipped: list[str] = []
     pieces_left_out: list[str] = []
     photo_species = tuple(sp for sp in species if sp not in REPLAY_SPECIES)
