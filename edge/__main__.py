@@ -5,7 +5,7 @@
   edge enrol --name N --photo P  add a person to the gallery from photos
   edge enrol --from PATH         enrol from a signed USB stick mounted at PATH
   edge keygen / edge sign        the enrolment key and signed sticks (standard library only)
-  edge bench / edge liveness-eval  field benchmark; APCER / BPCER of the liveness check
+  edge bench / liveness-eval / record  field benchmark; liveness APCER / BPCER; door clips
 
 A user's fault: one line on stderr, exit 2, relay locked (docs/enrolment.md#exit-codes).
 """
@@ -30,7 +30,7 @@ from edge.errors import DoorlockError, run_command  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edge", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:8]))
+                                epilog="\n".join(__doc__.splitlines()[2:9]))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the kiosk loop (no options: the built-in demo)",
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_command("admin", "cmd_sign"))
 
     for name, module, what in (("bench", "bench", "field benchmark"),
-                               ("liveness-eval", "liveness_eval", "liveness check's APCER / BPCER")):
+                               ("liveness-eval", "liveness_eval", "liveness check's APCER / BPCER"),
+                               ("record", "record", "recording clips from the camera")):
         try:   # tools with the device's packages; keygen and sign need the standard library only
             import importlib
 

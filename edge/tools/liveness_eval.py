@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edge.errors import DoorlockError
 from edge.tools.presentations import (Presentation, Video, attack_presentations, live_presentations,  # noqa: F401
-                                      photo_files, pick, read_video, replay_presentations, video_files)
+                                      photo_files, pick, read_video, recorded_presentations,
+                                      replay_presentations, video_files)
 from edge.tools.liveness_report import (Outcome, edge_alone, format_edge, format_table, judged,  # noqa: F401
                                         summarise)
 from edge.tools.shared import shared_dir
@@ -44,6 +45,11 @@ the face zoomed to fill it held close enough to fill the view (`replay-cropped`)
 each --replay-fps. The bona fide presentations are the live video (by default the Hamilton
 clip's close-up of Lin-Manuel Miranda, frames 83-211; --live adds files or folders of
 video), cut into presentations of --live-seconds at the video's rate and at half of it.
+
+Real attacks filmed at the door's own camera (`python -m edge record`) come in with
+--attack SPECIES=FOLDER (e.g. real-phone=door/real-phone), each species counted on its own and
+in the "recorded attacks" headline; with your own --live clips and --species none, every
+figure is of your door (docs/liveness.md, "Measuring at your own door").
 
 The screen-edge cue (edge/kiosk/screen_edge.py) is measured on its own on every
 presentation: the share it would refuse by itself, per species and for live video; with
@@ -115,7 +121,9 @@ def replay(p: Presentation, detector, gates: dict, edge=None, window: int = 15) 
 def evaluate(strictness: list[str], window: int, photos: list[Path], species: tuple[str, ...],
              n_frames: int, live: list[Presentation], num_threads: int = 2, progress=None,
              videos: list[Video] = (), replay_seconds: float = 2.0, replay_fps=(15, 30), pad=None,
-             screen_edge: bool = False) -> dict:
+             screen_edge: bool = False, recorded: list[tuple[str, Video]] = ()) -> dict:
+    """`recorded`: (species, video) pairs of real attacks filmed at the door (edge record),
+    cut into presentations of `replay_seconds` and counted per species like the rendered ones."""
     from edge.tools.attacks import PLANAR
     from edge.tools.replays import REPLAY_SPECIES
     from edge.vision.detect import FaceDetector
@@ -133,9 +141,11 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
     pieces_left_out: list[str] = []
     photo_species = tuple(sp for sp in species if sp not in REPLAY_SPECIES)
     replay_species = tuple(sp for sp in species if sp in REPLAY_SPECIES)
+    recorded_species = tuple(dict.fromkeys(sp for sp, _ in recorded))
     presentations = live + attack_presentations(photos, photo_species, n_frames, detector, skipped=skipped) \
         + replay_presentations(list(videos), replay_species, replay_seconds, tuple(replay_fps), detector,
-                               skipped=pieces_left_out)
+                               skipped=pieces_left_out) \
+        + recorded_presentations(list(recorded), replay_seconds, detector, skipped=pieces_left_out)
     outcomes = []
     t0 = time.perf_counter()
     for i, p in enumerate(presentations):
@@ -150,7 +160,8 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
         - sum(g.screen_edge.score_s for g in gates.values() if g.screen_edge is not None)
     latency = 1000 * gate_s / observed if observed else 0.0
     planar = tuple(sp for sp in species if sp in PLANAR)
-    res = summarise(outcomes, strictness, species, planar, replays=replay_species)
+    species = (*species, *recorded_species)
+    res = summarise(outcomes, strictness, species, planar, replays=replay_species, recorded=recorded_species)
     return {"results": res, "latency_ms": latency, "pad": None if pad is None else
             {"threshold": pad.threshold, "ms_per_face": pad.mean_ms, "faces": pad.scored},
             "screen_edge": screen_edge, "screen_edge_alone": edge_alone(outcomes, species),
@@ -160,10 +171,11 @@ def evaluate(strictness: list[str], window: int, photos: list[Path], species: tu
             "replay_pieces_without_a_face": pieces_left_out, "replay_seconds": replay_seconds,
             "replay_fps": list(replay_fps), "wall_s": time.perf_counter() - t0,
             "species": list(species), "planar": list(planar), "replays": list(replay_species),
+            "recorded": list(recorded_species),
             "outcomes": [vars(o) for o in outcomes]}
 
 
-def _videos(specs: list[str], shared: Path) -> list[Video]:
+def _videos(specs: list[str], shared: Path, what: str = "live video") -> list[Video]:
     out = []
     for spec in specs:
         path, sep, rng = spec.rpartition(":")
@@ -171,7 +183,7 @@ def _videos(specs: list[str], shared: Path) -> list[Video]:
             path, rng = spec, ""
         first, last = (int(v) for v in rng.split("-")) if rng else (1, 10 ** 9)
         if not Path(path).exists():
-            raise DoorlockError(f"live video not found: {path} (the shared data is looked for in {shared}; "
+            raise DoorlockError(f"{what} not found: {path} (the shared data is looked for in {shared}; "
                                 "set DOORLOCK_SHARED or --shared)")
         files = video_files(Path(path))
         if not files:
@@ -184,11 +196,37 @@ def _species(text: str) -> tuple[str, ...]:
     from edge.tools.attacks import SPECIES
     from edge.tools.replays import REPLAY_SPECIES
 
+    if text.strip().lower() == "none":
+        return ()
     species = tuple(s.strip() for s in text.split(",") if s.strip())
     for s in species:
         if s not in SPECIES + REPLAY_SPECIES:
             raise DoorlockError(f"--species: unknown species {s!r} (known: {', '.join(SPECIES + REPLAY_SPECIES)})")
     return species
+
+
+RECORDED_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}\Z")
+
+
+def _recorded(specs: list[str], shared: Path) -> list[tuple[str, Video]]:
+    """--attack SPECIES=VIDEO[:FIRST-LAST]: real attacks filmed at the door, by species."""
+    from edge.tools.attacks import SPECIES
+    from edge.tools.replays import REPLAY_SPECIES
+
+    out = []
+    for spec in specs:
+        sp, sep, path = spec.partition("=")
+        sp = sp.strip()
+        if not sep or not path:
+            raise DoorlockError(f"--attack {spec!r}: use SPECIES=VIDEO or SPECIES=FOLDER, e.g. real-phone=door/real-phone")
+        if not RECORDED_RE.match(sp) or sp == "live":
+            raise DoorlockError(f"--attack {sp!r}: a species is lowercase letters, digits, '-' and '_' "
+                                "(up to 40), not 'live', e.g. real-phone")
+        if sp in SPECIES + REPLAY_SPECIES:
+            raise DoorlockError(f"--attack {sp!r} is a rendered species: name recorded attacks apart "
+                                f"(e.g. real-{sp.removeprefix('replay-')}), so the two are not mixed")
+        out += [(sp, v) for v in _videos([path], shared, what="attack video")]
+    return out
 
 
 def cmd_liveness_eval(args) -> int:
@@ -206,9 +244,13 @@ def cmd_liveness_eval(args) -> int:
         raise DoorlockError(f"--replay-fps: frame rates between 0 and 120, got {args.replay_fps!r}")
     videos = _videos(args.live or [f"{shared.joinpath(*DEFAULT_LIVE[0])}:{DEFAULT_LIVE[1]}-{DEFAULT_LIVE[2]}"],
                      shared)
+    recorded = _recorded(args.attack or [], shared)
     if args.flash:
         from edge.tools.flash_eval import cmd_flash_eval
 
+        if recorded:
+            raise DoorlockError("--flash renders the screen's light on the clips; recorded attacks "
+                                "(--attack) cannot answer it afterwards: leave one of them out")
         return cmd_flash_eval(args, shared, species, videos, rates)
     live = [p for v in videos for p in live_presentations(v, args.live_seconds)]
     photos = pick(photo_files(shared), args.photos)
@@ -221,16 +263,21 @@ def cmd_liveness_eval(args) -> int:
         pad = TexturePad(num_threads=1, threshold=args.pad_threshold)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     report = evaluate(strictness, args.window, photos, species, args.frames, live, args.threads, progress,
-                      videos, args.replay_seconds, rates, pad, args.screen_edge == "on")
-    table = format_table(report["results"], species, tuple(report["planar"]), report["latency_ms"],
-                         tuple(report["replays"]), None if pad is None else pad.mean_ms)
+                      videos, args.replay_seconds, rates, pad, args.screen_edge == "on", recorded)
+    table = format_table(report["results"], tuple(report["species"]), tuple(report["planar"]),
+                         report["latency_ms"], tuple(report["replays"]), None if pad is None else pad.mean_ms,
+                         tuple(report["recorded"]))
     n_photo = len(species) - len(report["replays"])
-    print(f"liveness evaluation: {len(photos)} photos x {n_photo} attack species, {args.frames} frames "
-          f"each at 15 frames/s; {len(live)} live presentations of {args.live_seconds:g} s; "
+    photo_part = (f"{len(photos)} photos x {n_photo} attack species, {args.frames} frames each at 15 frames/s; "
+                  if n_photo else "")
+    print(f"liveness evaluation: {photo_part}{len(live)} live presentations of {args.live_seconds:g} s; "
           f"window {args.window} frames; {report['wall_s']:.0f} s")
     if report["replays"]:
         print(f"video replays: {len(videos)} live videos in pieces of {args.replay_seconds:g} s x "
               f"{len(report['replays'])} replay species at {', '.join(f'{r:g}' for r in rates)} frames/s")
+    if recorded:
+        print(f"recorded attacks: {len(recorded)} videos in pieces of {args.replay_seconds:g} s, species "
+              f"{', '.join(report['recorded'])}")
     print(f"texture PAD: {args.pad}" + (f" (threshold {args.pad_threshold:g})" if pad is not None else ""))
     print(f"screen-edge cue in the gate: {args.screen_edge}")
     print(table)
@@ -238,7 +285,7 @@ def cmd_liveness_eval(args) -> int:
     if report["photos_without_a_face"]:
         print(f"photos left out (no face found by the detector): {', '.join(report['photos_without_a_face'])}")
     if report["replay_pieces_without_a_face"]:
-        print(f"video pieces not replayed (a face in fewer than half of their frames): "
+        print(f"video pieces left out (a face in fewer than half of their frames): "
               f"{', '.join(report['replay_pieces_without_a_face'])}")
     for s, r in report["results"].items():
         if r["bpcer"] and r["bpcer"]["no_face"] and s == strictness[0]:
@@ -296,17 +343,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--strictness", default="normal,strict", help="comma-separated (default %(default)s)")
     e.add_argument("--window", type=int, default=15, help="liveness window in frames (default %(default)s)")
     e.add_argument("--species", default=",".join(SPECIES + REPLAY_SPECIES),
-                   help="attack species (default %(default)s)")
+                   help="rendered attack species, or none (default %(default)s)")
     e.add_argument("--photos", type=int, help="use this many photos, spread over the set (default: all)")
     e.add_argument("--frames", type=int, default=30,
                    help="frames per photo attack clip, at 15 frames/s (default %(default)s)")
     e.add_argument("--live", action="append", metavar="VIDEO[:FIRST-LAST]",
                    help="real video of a live person facing the camera, or a folder of them (repeatable; "
                         "frames from 1; default: the Hamilton clip's close-up, 83-211)")
+    e.add_argument("--attack", action="append", metavar="SPECIES=VIDEO[:FIRST-LAST]",
+                   help="real attacks filmed at the door (edge record), a file or a folder of them, counted as "
+                        "their own species, e.g. real-phone=door/real-phone (repeatable; cut into pieces of "
+                        "--replay-seconds; add --species none to leave the rendered attacks out)")
     e.add_argument("--live-seconds", type=float, default=1.0,
                    help="length of one live presentation (default %(default)s s)")
     e.add_argument("--replay-seconds", type=float, default=2.0,
-                   help="length of one video replay (default %(default)s s)")
+                   help="length of one video replay, rendered or recorded (default %(default)s s)")
     e.add_argument("--replay-fps", default="15,30", help="camera frame rates the replays are filmed at "
                                                          "(default %(default)s)")
     e.add_argument("--pad", choices=("off", "minifasnet"), default="off",

@@ -27,7 +27,8 @@ def judged(o: Outcome) -> bool:
 
 
 def summarise(outcomes: list[Outcome], strictness: list[str], species: tuple[str, ...],
-              planar: tuple[str, ...], fps: dict | None = None, replays: tuple[str, ...] = ()) -> dict:
+              planar: tuple[str, ...], fps: dict | None = None, replays: tuple[str, ...] = (),
+              recorded: tuple[str, ...] = ()) -> dict:
     res = {}
     for s in strictness:
         r = {"apcer": {}, "bpcer": None}
@@ -45,6 +46,8 @@ def summarise(outcomes: list[Outcome], strictness: list[str], species: tuple[str
         r["apcer_planar_max"] = max(pl) if pl else None
         rp = [v["rate"] for k, v in r["apcer"].items() if k in replays]
         r["apcer_replay_max"] = max(rp) if rp else None
+        rr = [v["rate"] for k, v in r["apcer"].items() if k in recorded]
+        r["apcer_recorded_max"] = max(rr) if rr else None
         every = [o for o in outcomes if o.kind == "live"]
         live = [o for o in every if judged(o)]
         if live:
@@ -83,7 +86,8 @@ def format_edge(alone: dict, ms: float) -> str:
 
 
 def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], latency_ms: float,
-                 replays: tuple[str, ...] = (), pad_ms: float | None = None) -> str:
+                 replays: tuple[str, ...] = (), pad_ms: float | None = None,
+                 recorded: tuple[str, ...] = ()) -> str:
     """Rows per attack species, then the headlines, BPCER and the time to accept; a column
     per strictness."""
     cols = list(res)
@@ -96,12 +100,14 @@ def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], l
 
     rows = []
     for sp in species:
-        mark = "" if sp in planar or sp in replays else "*"
+        mark = "" if sp in planar or sp in replays or sp in recorded else "*"
         rows.append((f"APCER {sp}{mark}", [rate(res[s]["apcer"].get(sp)) for s in cols]))
     if any(sp in planar for sp in species):
         rows.append(("APCER max, planar photos", [pct(res[s]["apcer_planar_max"]) for s in cols]))
     if any(sp in replays for sp in species):
         rows.append(("APCER max, video replays", [pct(res[s]["apcer_replay_max"]) for s in cols]))
+    if any(sp in recorded for sp in species):
+        rows.append(("APCER max, recorded attacks", [pct(res[s].get("apcer_recorded_max")) for s in cols]))
     b = {s: res[s]["bpcer"] for s in cols}
     rows.append(("BPCER live video", [f"{x['rate'] * 100:5.1f}% ({x['refused']}/{x['presentations']})" if x else "-"
                                      for x in b.values()]))
@@ -110,7 +116,9 @@ def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], l
     width = max(len(name) for name, _ in rows) + 2
     lines = [f"{'':{width}s}" + "".join(f"{s:>18s}" for s in cols)]
     lines += [f"{name:{width}s}" + "".join(f"{c:>18s}" for c in cells) for name, cells in rows]
-    lines.append("APCER per attack species (PAI species); * = not planar (stress test, not in the max).")
+    lines.append("APCER per attack species (PAI species); * = not planar (stress test, not in the max)."
+                 if any(sp not in planar and sp not in replays and sp not in recorded for sp in species)
+                 else "APCER per attack species (PAI species).")
     lines.append(f"added latency per judged frame (face mesh + planarity test): {latency_ms:.1f} ms mean")
     if pad_ms is not None:
         lines.append(f"texture PAD (both MiniFASNets, int8, 1 thread): {pad_ms:.1f} ms per judged face, on top")

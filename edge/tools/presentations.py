@@ -14,6 +14,7 @@ from edge.errors import DoorlockError
 PHOTO_GLOBS = ("data/faces/deepface_unit/*.jpg", "data/faces/fr_examples/*.png",
                "data/faces/fr_examples/train/*/*", "data/faces/fr_examples/test/*.jpg")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".gif")
+MAX_VIDEO_BYTES = 2 << 30      # decoded frames held per video: about 75 s of 640x480 at 30 frames/s
 
 
 @dataclass
@@ -60,22 +61,33 @@ def video_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_video(video: Path, first: int = 1, last: int = 10 ** 9) -> Video:
+def read_video(video: Path, first: int = 1, last: int = 10 ** 9,
+               max_bytes: int = MAX_VIDEO_BYTES) -> Video:
+    """Frames first..last of a video, decoded and held (at most `max_bytes` of them)."""
     import cv2
 
+    if not video.is_file():
+        raise DoorlockError(f"{video}: not a regular file")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise DoorlockError(f"cannot read video {video}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    frames, i = [], 0
-    while i < last:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        i += 1
-        if first <= i:
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 240 else 30.0
+    frames, i, held = [], 0, 0
+    try:
+        while i < last:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            i += 1
+            if first <= i:
+                held += frame.nbytes
+                if held > max_bytes:
+                    raise DoorlockError(f"{video}: frames {first}-{i} pass {max_bytes >> 20} MiB decoded; "
+                                        f"take a part of it with {video}:{first}-{i - 1}")
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
     if not frames:
         raise DoorlockError(f"{video}: no frames in {first}-{last}")
     return Video(video, first, frames, float(fps))
@@ -142,6 +154,23 @@ def typical_box(frames: list, detector, every: int = 3):
         if faces:
             boxes.append(np.asarray(faces[0].box, np.float64))
     return tuple(np.median(boxes, 0)) if len(boxes) * 2 >= looked and boxes else None
+
+
+def recorded_presentations(recorded: list[tuple[str, Video]], seconds: float, detector,
+                           skipped: list | None = None) -> list[Presentation]:
+    """Real attacks filmed at the door: each (species, video) cut into pieces of `seconds`, as
+    they were filmed; pieces with a face in fewer than half their frames are left out (and
+    named in `skipped`), as the rendered replays' are."""
+    out = []
+    for sp, v in recorded:
+        for a, frames in segments(v, seconds):
+            name = f"{v.name}:{a}-{a + len(frames) - 1}"
+            if typical_box(frames, detector) is None:
+                if skipped is not None:
+                    skipped.append(f"{sp} {name}")
+                continue
+            out.append(Presentation(f"{name}@{v.fps:g}fps", sp, v.fps, frames))
+    return out
 
 
 def replay_presentations(videos: list[Video], species: tuple[str, ...], seconds: float, rates: tuple,
