@@ -134,6 +134,34 @@ def test_compare_face_recognition_on_a_few_hamilton_frames(tmp_path, capsys, sha
     assert "side by side with face_recognition" in table and "doorlock/peer" in table
 
 
+def test_the_peers_far_faces_are_counted_apart_from_the_doors_range(tmp_path, capsys, shared):
+    """In the wide shot (frames 1-6) face_recognition names Miranda from a face about 42 px
+    wide, which the kiosk does not judge (detector.min_face_px 60): the bench says so, with
+    the count over the faces the door judges beside the plain one."""
+    pytest.importorskip("face_recognition")
+    shared("data", "video", "short_hamilton_clip.mp4")
+    out = tmp_path / "bench"
+    rc = main(["bench", "--max-frames", "6", "--compare", "face_recognition", "--scaling", "none",
+               "--no-precision", "--no-plot", "--no-screen", "--out", str(out), "--quiet"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    rep = json.loads((out / "bench.json").read_text())
+    p, c = rep["peer"], rep["comparison"]
+    assert p["identities"]["correct"] >= 4 and all(w < 60 for ws in p["face_px"].values() for w in ws)
+    assert c["correct_frames"]["peer"] > c["correct_frames"]["doorlock"] == 0
+    assert c["correct_frames_door_range"] == {**c["correct_frames_door_range"], "doorlock": 0, "peer": 0}
+    assert rep["peer"]["identities_door_range"]["min_face_px"] == 60
+    assert "of faces >= 60 px (judged)" in table
+    assert "of the faces at least 60 px wide, which the kiosk judges: 0 against 0" in table
+
+
+def test_faces_below_the_doors_range_are_left_out_of_its_count():
+    from edge.tools.measure import in_door_range
+
+    per_frame = {1: ["A", None], 2: ["B"], 3: ["A"]}
+    assert in_door_range(per_frame, {1: [59, 80], 2: [60]}, 60) == {1: [None], 2: ["B"], 3: ["A"]}
+
+
 def test_compare_without_face_recognition_says_what_to_install(monkeypatch, capsys):
     import importlib.util
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.errors import DoorlockError
 from edge.tools.machine import cpu_temperature, load_average, machine_info
-from edge.tools.measure import Truth, current_rss_mb, reset_peak_rss
+from edge.tools.measure import Truth, current_rss_mb, identity_counts, in_door_range, reset_peak_rss
 from edge.tools.plot import plot
 from edge.tools.report import comparison, format_report, precision_report, targets
 from edge.tools.runs import Enrolment, enrol_gallery, run_doorlock, screen_report
@@ -215,6 +215,13 @@ def run_bench(plan: Plan, quiet: bool = False) -> dict:
         peer.rss_added_mb = peer.rss_mb - rss0 if rss0 is not None else None
         report["peer"] = peer.summary(plan.truth)
         report["peer"]["per_frame"] = {str(k): v for k, v in sorted(peer.per_frame.items())}
+        report["peer"]["face_px"] = {str(k): v for k, v in sorted(peer.face_px.items())}
+        # the same count over the faces the kiosk judges (detector.min_face_px): a lock is
+        # compared on the people at its door, not on faces across the room
+        span = cfg.detector.min_face_px
+        for who, run in (("doorlock", main), ("peer", peer)):
+            report[who]["identities_door_range"] = {
+                **identity_counts(in_door_range(run.per_frame, run.face_px, span), plan.truth), "min_face_px": span}
         report["comparison"] = comparison(report["doorlock"], report["peer"])
 
     # 1b. the kiosk screen: its renderer thread's cost, on this clip's own frames

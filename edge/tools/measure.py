@@ -50,6 +50,17 @@ class Truth:
         return cls(tuple((f, f, per_frame[f]) for f in range(1, last + 1)), str(path))
 
 
+def in_door_range(per_frame: dict[int, list], face_px: dict[int, list], min_px: int) -> dict[int, list]:
+    """The identities of the faces at least `min_px` wide (detector.min_face_px: what the
+    kiosk judges); a frame without widths is kept whole (doorlock's detector has already
+    dropped its smaller faces)."""
+    out = {}
+    for f, ids in per_frame.items():
+        widths = face_px.get(f)
+        out[f] = list(ids) if widths is None else [i for i, w in zip(ids, widths) if w >= min_px]
+    return out
+
+
 def identity_counts(per_frame: dict[int, list], truth: Truth | None) -> dict:
     """Frames with a recognised identity: correct (every identity named in the frame is on
     screen), wrong (any is not), unlabelled (outside the truth's spans)."""
@@ -131,6 +142,7 @@ class RunResult:
     frame_ms: list = field(default_factory=list)       # every frame
     face_frame_ms: list = field(default_factory=list)  # frames where a face was judged
     per_frame: dict = field(default_factory=dict)      # frame -> [identity or None, ...]
+    face_px: dict = field(default_factory=dict)        # frame -> each face's width, as per_frame (the peer)
     faces_frames: int = 0                              # frames with at least one face found
     events: dict = field(default_factory=dict)         # decision event -> count
     opened_at: list = field(default_factory=list)      # frames where the door opened

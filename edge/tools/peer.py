@@ -115,6 +115,7 @@ def run_peer(name: str, source: str, enrolment, max_frames: int | None = None, s
                 result.face_frame_ms.append(1000 * (t4 - t0))
                 frame_no = n + start_frame - 1
                 result.per_frame[frame_no] = names
+                result.face_px[frame_no] = [int(right - left) for (_top, right, _bottom, left) in locations]
                 accepted = [x for x in names if x]
                 event = "accepted" if accepted else "denied"
                 result.events[event] = result.events.get(event, 0) + 1

@@ -57,11 +57,14 @@ def comparison(ours: dict, peer: dict) -> dict:
     for key, path in (("fps", ("fps",)), ("frame_p50_ms", ("frame", "p50_ms")),
                       ("frame_p95_ms", ("frame", "p95_ms")),
                       ("correct_frames", ("identities", "correct")),
+                      ("correct_frames_door_range", ("identities_door_range", "correct")),
                       ("wrong_frames", ("identities", "wrong")),
                       ("frames_with_face", ("frames_with_face",)),
                       ("cpu_cores_busy", ("cpu_cores_busy",)), ("peak_rss_mb", ("peak_rss_mb",)),
                       ("rss_added_mb", ("rss_added_mb",))):
         a, b = get(ours, *path), get(peer, *path)
+        if key == "correct_frames_door_range" and (a is None or b is None):
+            continue    # no truth, or an older report
         rows[key] = {"doorlock": a, "peer": b, "ratio": ratio(a, b)}
     return rows
 
@@ -223,6 +226,8 @@ def format_report(rep: dict) -> str:
                  "correct_frames": "correct-identity frames", "wrong_frames": "wrong-identity frames",
                  "frames_with_face": "frames with a face found", "cpu_cores_busy": "CPU cores busy",
                  "peak_rss_mb": "peak RSS MB (process)", "rss_added_mb": "RSS added by the run MB"}
+        span = rep["doorlock"].get("identities_door_range", {}).get("min_face_px")
+        names["correct_frames_door_range"] = f"  of faces >= {span} px (judged)"
         rows = [[names[k], _f(r["doorlock"]), _f(r["peer"]),
                  _f(r["ratio"]) + ("x" if r["ratio"] is not None else "")] for k, r in comp.items()]
         L += _table(["", "doorlock", p["label"], "doorlock/peer"], rows)
@@ -276,7 +281,10 @@ def advice(rep: dict) -> list:
                    "OPENBLAS_NUM_THREADS=1 (one thread is faster for one probe against the gallery, "
                    "and leaves the cores to LiteRT)")
     if "correct_frames_vs_peer" in tg and not tg["correct_frames_vs_peer"]["pass"]:
-        out.append("fewer correct frames than the peer: see the per-frame lists in bench.json "
-                   "(doorlock.per_frame, peer.per_frame); faces below detector.min_face_px are "
+        inside = rep.get("comparison", {}).get("correct_frames_door_range")
+        where = (f" (of the faces at least {d['identities_door_range']['min_face_px']} px wide, which the "
+                 f"kiosk judges: {inside['doorlock']} against {inside['peer']})" if inside else "")
+        out.append(f"fewer correct frames than the peer{where}: see the per-frame lists in bench.json "
+                   "(doorlock.per_frame, peer.per_frame, peer.face_px); faces below detector.min_face_px are "
                    "not judged, and borderline distances point at enrolment photos or alignment")
     return out
