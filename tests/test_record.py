@@ -64,11 +64,13 @@ def test_clips_from_a_video_are_whole_numbered_and_lossless(source, tmp_path, ca
                                             "--seconds", "0.5"]) == 0 and capsys.readouterr().out)
 
 
-def test_a_camera_slower_than_asked_is_marked_with_its_real_rate(tmp_path):
+@pytest.mark.parametrize("warm_up_s", [0.1, 2.5])
+def test_a_camera_slower_than_asked_is_marked_with_its_real_rate(tmp_path, warm_up_s):
     """Asked for 15 frames/s, the camera gives 10: the clip says 10, so the evaluation cuts
-    it into seconds of the door's real time."""
+    it into seconds of the door's real time; a camera slow to give its first frame does
+    not shorten the clip."""
     clock = FakeClock()
-    cam = FramesCamera(_noise(40), fps=15.0, hook=lambda i: clock.advance(0.1))
+    cam = FramesCamera(_noise(40), fps=15.0, hook=lambda i: clock.advance(warm_up_s if i == 1 else 0.1))
     fourcc, suffix = pick_codec(tmp_path)
     clip = record_clip(cam, 2.0, tmp_path / f"live-001{suffix}", fourcc, live=True, clock=clock.now)
     frames, fps = _frames(clip.path)

@@ -160,11 +160,11 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
     tmp, tmp2 = Path(tmp_name), None
     writer, size, n, stamps = None, None, 0, []
     try:
-        t0 = clock()
-        last_frame_t = t0
+        t0 = None                  # the clip's time starts at its first frame (a camera warming up)
+        last_frame_t = clock()
         while True:
             now = clock()
-            if want is None and now - t0 >= seconds:
+            if want is None and t0 is not None and now - t0 >= seconds - 1e-6:
                 break
             if want is not None and n >= want:
                 break
@@ -180,6 +180,8 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
                     raise DoorlockError(f"the camera gave no frame for {limit:g} s "
                                         f"(after {n} frames of this clip)")
                 continue
+            if want is None and t0 is not None and now - t0 >= seconds - 1e-6:
+                break              # taken after the clip's time: the clip is [t0, t0 + seconds)
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise DoorlockError(f"the camera gave a {frame.shape} {frame.dtype} frame, not RGB")
             h, w = frame.shape[:2]
@@ -195,6 +197,7 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
             n += 1
             stamps.append(now)
             last_frame_t = now
+            t0 = now if t0 is None else t0
             if progress is not None:
                 if want:
                     progress.show(n / want, f"{label}{n}/{want} frames")
