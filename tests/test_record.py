@@ -101,6 +101,10 @@ def test_a_camera_that_stops_is_one_line_and_leaves_no_clip(tmp_path, capsys):
                    opener=lambda spec, cfg: (_Dying(clock, 5), True))
     assert list((tmp_path / "live").iterdir()) == [] and slept == [1.0]
     assert "clip 1/3 in 1 s" in capsys.readouterr().err
+    # a camera that never starts (another process streams from it) says what to do
+    with pytest.raises(DoorlockError, match=r"no frame for 3 s \(after 0 frames.*systemctl stop doorlock"):
+        cmd_record(args, clock=clock.now, sleep=slept.append,
+                   opener=lambda spec, cfg: (_Dying(clock, 0), True))
 
 
 @pytest.mark.parametrize("argv, message", [

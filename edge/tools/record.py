@@ -177,8 +177,9 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
                     break          # the end of a video file: a shorter clip
                 limit = GAP_S if n else NO_FRAME_S
                 if now - last_frame_t > limit:
+                    busy = "" if n else "; if the kiosk service has it: sudo systemctl stop doorlock"
                     raise DoorlockError(f"the camera gave no frame for {limit:g} s "
-                                        f"(after {n} frames of this clip)")
+                                        f"(after {n} frames of this clip{busy})")
                 continue
             if want is None and t0 is not None and now - t0 >= seconds - 1e-6:
                 break              # taken after the clip's time: the clip is [t0, t0 + seconds)
