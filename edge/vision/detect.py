@@ -191,21 +191,28 @@ class FaceDetector:
                                  cv2.BORDER_CONSTANT, value=(0, 0, 0))
         return img, (nw / w, nh / h, float(pad_x), float(pad_y))
 
-    def raw(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    def raw(self, frame_rgb: np.ndarray, above: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         """All anchors' boxes (N, 4) and keypoints (N, 6, 2) in letterboxed model pixels,
-        their scores (N,), and the letterbox mapping: before thresholds and NMS."""
+        their scores (N,), and the letterbox mapping: before thresholds and NMS. With
+        `above`, only the anchors scoring at least that are decoded (a frame has a few of
+        896: decoding them all was a fifth of the detector's time)."""
         if frame_rgb is None or frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.size == 0:
             raise ValueError("detect() wants an RGB frame (H, W, 3)")
         img, mapping = self.letterbox(np.ascontiguousarray(frame_rgb))
         # MediaPipe feeds these models [-1, 1] (ImageToTensorCalculator output_tensor_float_range)
         x = img.astype(np.float32)[None] / 127.5 - 1.0
         outs = self.model.run_all(x)
-        reg = outs[self._reg].reshape(-1, 16).astype(np.float64)
+        reg = outs[self._reg].reshape(-1, 16)
         logits = np.clip(outs[self._cls].reshape(-1).astype(np.float64), -100, 100)
         scores = 1.0 / (1.0 + np.exp(-logits))
+        anchors = self.anchors
+        if above is not None:
+            sel = np.flatnonzero(scores >= above)
+            reg, scores, anchors = reg[sel], scores[sel], anchors[sel]
+        reg = reg.astype(np.float64)
         s = float(self.size)
         # offsets are in input pixels, relative to the anchor centre (fixed anchor size 1)
-        centre = self.anchors * s
+        centre = anchors * s
         cx, cy = reg[:, 0] + centre[:, 0], reg[:, 1] + centre[:, 1]
         bw, bh = reg[:, 2], reg[:, 3]
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
@@ -215,13 +222,12 @@ class FaceDetector:
     def detect(self, frame_rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 frame, largest first, in frame pixel coordinates
         ((0, 0) is the centre of the top-left pixel, as in OpenCV)."""
-        boxes, kps, scores, (fx, fy, pad_x, pad_y) = self.raw(frame_rgb)
-        keep = scores >= self.min_score
-        if not keep.any():
+        boxes, kps, scores, (fx, fy, pad_x, pad_y) = self.raw(frame_rgb, above=self.min_score)
+        if not len(scores):
             return []
         merge = weighted_nms if self.nms == "weighted" else plain_nms
         faces = []
-        for box, kp, score in merge(boxes[keep], kps[keep], scores[keep], self.nms_iou):
+        for box, kp, score in merge(boxes, kps, scores, self.nms_iou):
             # letterbox pixels (edges at integers) -> frame pixels (centres at integers)
             b = (box - [pad_x, pad_y, pad_x, pad_y]) / [fx, fy, fx, fy] - 0.5
             k = (kp - [pad_x, pad_y]) / [fx, fy] - 0.5
