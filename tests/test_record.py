@@ -107,17 +107,30 @@ def test_a_camera_that_stops_is_one_line_and_leaves_no_clip(tmp_path, capsys):
                    opener=lambda spec, cfg: (_Dying(clock, 0), True))
 
 
+def test_a_clip_the_disk_did_not_take_is_not_put_in_place(tmp_path, monkeypatch):
+    """OpenCV's writer reports no write errors: the clip is read back before it is named."""
+    import edge.tools.record as record
+
+    monkeypatch.setattr(record, "_count", lambda path: 3)
+    fourcc, suffix = pick_codec(tmp_path)
+    with pytest.raises(DoorlockError, match="could not write the whole clip .* disk full"):
+        record_clip(FramesCamera(_noise(10), fps=15.0), 0.5, tmp_path / f"live-001{suffix}", fourcc, live=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--seconds", "0"], "--seconds 0: between 0.5 and 600"),
     (["--clips", "0"], "--clips 0: between 1 and 1000"),
     (["--name", "../up"], "--name '../up': use letters"),
+    (["--out", "{tmp}/.hidden"], "the folder's name '.hidden' (give --name)"),
     (["--camera", "no-such-file.mp4"], "video file not found"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message, source):
     from edge.__main__ import main
 
-    args = ["record", "--out", str(tmp_path / "live")] + (["--camera", str(source)] if "--camera" not in argv else [])
-    assert main(args + argv) == 2
+    args = ["record"] + (["--out", str(tmp_path / "live")] if "--out" not in argv else []) \
+        + (["--camera", str(source)] if "--camera" not in argv else [])
+    assert main(args + [a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     a_file = tmp_path / "f"

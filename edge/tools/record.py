@@ -73,9 +73,10 @@ class Bar:
         self._quarter = -1
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, given: bool = True) -> str:
     if not NAME_RE.match(name or ""):
-        raise DoorlockError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (up to 64, no "
+        what = f"--name {name!r}" if given else f"the folder's name {name!r} (give --name)"
+        raise DoorlockError(f"{what}: use letters, digits, '.', '_' and '-' (up to 64, no "
                             "leading dot), e.g. live or real-phone")
     return name
 
@@ -132,6 +133,16 @@ def _retime(src: Path, dst: Path, fps: float, fourcc: str, size: tuple[int, int]
     finally:
         cap.release()
         w.release()
+    return n
+
+
+def _count(path: Path) -> int:
+    cap, n = cv2.VideoCapture(str(path)), 0
+    try:
+        while cap.read()[0]:
+            n += 1
+    finally:
+        cap.release()
     return n
 
 
@@ -219,6 +230,8 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
                     raise DoorlockError(f"could not rewrite {out.name} at {measured:.2f} frames/s")
                 tmp.unlink()
                 tmp, tmp2, fps = tmp2, None, measured
+        if _count(tmp) != n:       # a writer that failed (a full disk) says nothing
+            raise DoorlockError(f"could not write the whole clip in {out.parent} (is the disk full?)")
         _fsync(tmp)
         try:
             os.link(tmp, out)      # never replaces a clip recorded meanwhile
@@ -271,7 +284,7 @@ def cmd_record(args, *, clock: Callable[[], float] = time.monotonic,
     if not (0 <= args.pause <= MAX_PAUSE):
         raise DoorlockError(f"--pause {args.pause:g}: between 0 and {MAX_PAUSE:g} s")
     folder = Path(args.out)
-    name = check_name(args.name or folder.name)
+    name = check_name(args.name or folder.resolve().name, given=args.name is not None)
     if folder.exists() and not folder.is_dir():
         raise DoorlockError(f"--out {folder}: not a folder")
     try:
