@@ -5,7 +5,7 @@
   edge enrol --name N --photo P  add a person to the gallery from photos
   edge enrol --from PATH         enrol from a signed USB stick mounted at PATH
   edge keygen / edge sign        the enrolment key and signed sticks (standard library only)
-  edge bench / liveness-eval / record  field benchmark; liveness APCER / BPCER; door clips
+  edge bench / liveness-eval / record / attempts   field checks (docs/benchmark.md, liveness.md)
 
 A user's fault: one line on stderr, exit 2, relay locked (docs/enrolment.md#exit-codes).
 """
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module, what in (("bench", "bench", "field benchmark"),
                                ("liveness-eval", "liveness_eval", "liveness check's APCER / BPCER"),
-                               ("record", "record", "recording clips from the camera")):
+                               ("record", "record", "recording clips from the camera"),
+                               ("attempts", "attempts", "the audit log's attempts")):
         try:   # tools with the device's packages; keygen and sign need the standard library only
             import importlib
 

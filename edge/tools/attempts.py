@@ -1,0 +1,248 @@
+"""`python -m edge attempts`: what the door did for the people it recognised, from its audit log.
+
+Rendered attacks and web video cannot say how often the liveness check keeps out an
+enrolled person at a real door (BPCER); the door's own audit log can. Each attempt is a
+run of frames in which recognition named the same person, with gaps of at most `--gap`
+seconds; it was granted if the door opened for them, else the gates' reasons say why not.
+Attempts shorter than `--min-seconds` that were not granted (someone passing by) are
+counted apart. Names are shown only with `--by-person`. docs/liveness.md, "Measuring at
+your own door", says how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import DoorlockError
+
+MAX_FILE_BYTES = 1 << 30     # one audit file read at most this far (the default rotates at 1 MB)
+MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records: skipped
+MAX_BACKUPS = 1000           # as [audit] backups
+GRANTED = ("granted", "open")
+RECOGNISED = ("pending", *GRANTED)
+
+
+@dataclass
+class Attempt:
+    who: str
+    start: datetime
+    last: datetime
+    frames: int = 0
+    granted_after_s: float | None = None
+    reasons: Counter = field(default_factory=Counter)
+
+    @property
+    def seconds(self) -> float:
+        return (self.last - self.start).total_seconds()
+
+    @property
+    def outcome(self) -> str:
+        """"granted", or the refusal seen most often ("liveness: no sign of life yet", ...)."""
+        if self.granted_after_s is not None:
+            return "granted"
+        if self.reasons:
+            return self.reasons.most_common(1)[0][0]
+        return "recognised in too few frames in a row"
+
+
+def reason_key(reason: str) -> str:
+    """The gate and its rule, without the figures: "liveness: no sign of life yet"."""
+    parts = [p.strip() for p in str(reason).split(":")]
+    return ": ".join(parts[:2])[:80] if len(parts) > 1 else parts[0][:80]
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log and its rotated backups, oldest first (audit.jsonl.N .. .1, audit.jsonl)."""
+    backups = []
+    for i in range(1, MAX_BACKUPS + 1):
+        p = path.with_name(f"{path.name}.{i}")
+        if not p.exists():
+            break
+        backups.append(p)
+    return [*reversed(backups), *([path] if path.exists() else [])]
+
+
+def read_lines(path: Path) -> tuple[list[bytes], int]:
+    """The file's complete lines as it is now (the kiosk may be appending), and how many were
+    too long to be records. Regular files only, read at most MAX_FILE_BYTES."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DoorlockError(f"cannot open audit log {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DoorlockError(f"audit log {path}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise DoorlockError(f"audit log {path}: {st.st_size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB "
+                                "this report reads from one file")
+        chunks, n = [], 0
+        while n < st.st_size:
+            chunk = os.read(fd, min(1 << 20, st.st_size - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+    except OSError as exc:
+        raise DoorlockError(f"cannot read audit log {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    lines = b"".join(chunks).split(b"\n")[:-1]        # the last piece: a line being written
+    long = sum(len(x) > MAX_LINE_BYTES for x in lines)
+    return [x for x in lines if len(x) <= MAX_LINE_BYTES], long
+
+
+def _time(value) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def attempts(records, gap_s: float = 2.0) -> list[Attempt]:
+    """Records (dicts, in the log's order) -> the attempts in them."""
+    out: list[Attempt] = []
+    cur: Attempt | None = None
+    for r in records:
+        t = _time(r.get("time"))
+        if t is None:
+            continue
+        event = r.get("event")
+        who = r.get("identity") if event in RECOGNISED else r.get("best") if event == "refused" else None
+        who = who if isinstance(who, str) and who else None
+        if cur is not None and ((t - cur.last).total_seconds() > gap_s or (who and who != cur.who)
+                                or event in ("start", "stop")):
+            out.append(cur)
+            cur = None
+        if who is None:
+            continue
+        if cur is None:
+            cur = Attempt(who, t, t)
+        cur.last, cur.frames = t, cur.frames + 1
+        if event in GRANTED and cur.granted_after_s is None:
+            cur.granted_after_s = (t - cur.start).total_seconds()
+        if event == "refused":
+            cur.reasons[reason_key(r.get("reason", "refused"))] += 1
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def summary(found: list[Attempt], min_seconds: float, by_person: bool = False) -> dict:
+    real = [a for a in found if a.granted_after_s is not None or a.seconds >= min_seconds]
+    granted = [a for a in real if a.granted_after_s is not None]
+    times = [a.granted_after_s for a in granted]
+    refused = Counter(a.outcome for a in real if a.granted_after_s is None)
+    liveness = sum(n for k, n in refused.items() if k.startswith("liveness"))
+    out = {
+        "attempts": len(real), "passing_by": len(found) - len(real), "granted": len(granted),
+        "granted_rate": len(granted) / len(real) if real else None,
+        "time_to_grant_s": {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)),
+                            "max": float(max(times))} if times else None,
+        "not_granted": dict(refused.most_common()),
+        "liveness_refused": liveness,
+        "liveness_refusal_rate": liveness / len(real) if real else None,
+        "first": min(a.start for a in found).isoformat() if found else None,
+        "last": max(a.last for a in found).isoformat() if found else None,
+    }
+    if by_person:
+        people: dict = {}
+        for a in real:
+            p = people.setdefault(a.who, {"attempts": 0, "granted": 0})
+            p["attempts"] += 1
+            p["granted"] += a.granted_after_s is not None
+        out["people"] = dict(sorted(people.items()))
+    return out
+
+
+def format_summary(s: dict, min_seconds: float, gap_s: float) -> str:
+    if not s["attempts"]:
+        return (f"no attempt by a recognised person in the log ({s['passing_by']} shorter than "
+                f"{min_seconds:g} s without a grant)")
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    lines = [f"attempts by recognised people: {s['attempts']} ({s['first'][:16]} to {s['last'][:16]}; an attempt: "
+             f"frames naming one person, gaps up to {gap_s:g} s; {s['passing_by']} passing by, under "
+             f"{min_seconds:g} s and not granted, left out)",
+             f"granted: {s['granted']} ({pct(s['granted_rate'])})"]
+    t = s["time_to_grant_s"]
+    if t:
+        lines[-1] += f"; time to grant median {t['median']:.1f} s, 90th percentile {t['p90']:.1f} s, longest {t['max']:.1f} s"
+    if s["not_granted"]:
+        lines.append("not granted, by the reason seen most in the attempt:")
+        lines += [f"  {n:5d}  {k}" for k, n in s["not_granted"].items()]
+    lines.append(f"liveness kept out a recognised person for a whole attempt: {s['liveness_refused']} of "
+                 f"{s['attempts']} ({pct(s['liveness_refusal_rate'])}): the door's BPCER, if each attempt "
+                 "was someone who meant to come in")
+    for who, p in s.get("people", {}).items():
+        lines.append(f"  {who}: {p['granted']} of {p['attempts']} granted")
+    return "\n".join(lines)
+
+
+def cmd_attempts(args) -> int:
+    from edge.config import load_config
+
+    if not 0.1 <= args.gap <= 60:
+        raise DoorlockError(f"--gap {args.gap:g}: between 0.1 and 60 s")
+    if not 0 <= args.min_seconds <= 600:
+        raise DoorlockError(f"--min-seconds {args.min_seconds:g}: between 0 and 600")
+    since = _time(args.since) if args.since else None
+    if args.since and since is None:
+        raise DoorlockError(f"--since {args.since!r}: a date or time like 2026-12-01 or 2026-12-01T08:00")
+    path = Path(args.log) if args.log else Path(load_config(args.config).audit.path)
+    files = log_files(path)
+    if not files:
+        raise DoorlockError(f"no audit log at {path} (give --log, or --config with its [audit] path)")
+    records, damaged, long = [], 0, 0
+    for f in files:
+        lines, n_long = read_lines(f)
+        long += n_long
+        for raw in lines:
+            try:
+                r = json.loads(raw)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                damaged += 1
+                continue
+            if isinstance(r, dict):
+                records.append(r)
+    if since is not None:
+        records = [r for r in records if (t := _time(r.get("time"))) is not None and t >= since]
+    found = attempts(records, args.gap)
+    s = summary(found, args.min_seconds, args.by_person)
+    s.update(files=[str(f) for f in files], records=len(records), damaged_lines=damaged + long)
+    print(format_summary(s, args.min_seconds, args.gap))
+    if damaged + long:
+        print(f"{damaged + long} damaged or foreign lines skipped")
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=1))
+        print(f"report written to {args.json}")
+    return 0
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    a = sub.add_parser("attempts", help="what the door did for the people it recognised (the audit log): "
+                                        "granted, how fast, what kept them out",
+                       description=__doc__.split("\n\n")[1].replace("\n", " "))
+    a.add_argument("--log", help="the audit log (default: --config's [audit] path, or the built-in default)")
+    a.add_argument("--config", help="kiosk configuration TOML, for its [audit] path")
+    a.add_argument("--since", help="only records from this date or time on (e.g. 2026-12-01T08:00; UTC "
+                                   "unless it says otherwise)")
+    a.add_argument("--gap", type=float, default=2.0,
+                   help="longest gap between two frames of one attempt (default %(default)s s)")
+    a.add_argument("--min-seconds", type=float, default=1.0,
+                   help="a shorter attempt without a grant is someone passing by (default %(default)s s)")
+    a.add_argument("--by-person", action="store_true", help="also list each person's attempts (names)")
+    a.add_argument("--json", help="also write the figures to this file")
+    a.set_defaults(func=cmd_attempts)
+    return a
