@@ -79,6 +79,10 @@ def test_a_day_at_the_door_in_attempts(tmp_path, capsys):
     assert main(["attempts", "--log", str(path), "--by-person"]) == 0
     text = capsys.readouterr().out
     assert "Ada: 1 of 1 granted" in text and "Bob: 0 of 1 granted" in text
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "attempts.png"
+    assert main(["attempts", "--log", str(path), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 10_000 and f"plot written to {png}" in capsys.readouterr().out
     # --since leaves out the morning's first attempt
     assert main(["attempts", "--log", str(path), "--since", "2026-12-01T08:01", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["attempts"] == 1

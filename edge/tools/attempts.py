@@ -190,6 +190,34 @@ def format_summary(s: dict, min_seconds: float, gap_s: float) -> str:
     return "\n".join(lines)
 
 
+def plot(found: list[Attempt], s: dict, path: Path) -> str:
+    """attempts.png: the time to grant (histogram) and every attempt's outcome (bars)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    times = [a.granted_after_s for a in found if a.granted_after_s is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    left.hist(times, bins=np.arange(0, max(times, default=1) + 0.5, 0.25), color="tab:green")
+    left.set(xlabel="time to grant (s)", ylabel="attempts", title=f"granted: {s['granted']} of {s['attempts']}")
+    labels = ["granted", *s["not_granted"]]
+    counts = [s["granted"], *s["not_granted"].values()]
+    right.barh(labels[::-1], counts[::-1], color=["tab:red"] * (len(labels) - 1) + ["tab:green"])
+    right.set(xlabel="attempts", title="outcome of each attempt")
+    from matplotlib.ticker import MaxNLocator
+
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot written to {path}"
+
+
 def cmd_attempts(args) -> int:
     from edge.config import load_config
 
@@ -227,6 +255,9 @@ def cmd_attempts(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1))
         print(f"report written to {args.json}")
+    if args.plot:
+        real = [a for a in found if a.granted_after_s is not None or a.seconds >= args.min_seconds]
+        print(plot(real, s, Path(args.plot)))
     return 0
 
 
@@ -244,5 +275,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a shorter attempt without a grant is someone passing by (default %(default)s s)")
     a.add_argument("--by-person", action="store_true", help="also list each person's attempts (names)")
     a.add_argument("--json", help="also write the figures to this file")
+    a.add_argument("--plot", metavar="PNG", help="also plot the time to grant and the outcomes (needs matplotlib)")
     a.set_defaults(func=cmd_attempts)
     return a
