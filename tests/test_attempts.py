@@ -58,14 +58,20 @@ def _door_day(log: AuditLog, clock: Clock, frame_s: float = 1 / 15):
         s += frame_s
 
 
+def _day_log(tmp_path, **kw):
+    """The day above in an audit log written by AuditLog (its [audit] keys in `kw`)."""
+    clock = Clock()
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, now=clock, **kw)
+    _door_day(log, clock)
+    log.close()
+    return path
+
+
 def test_a_day_at_the_door_in_attempts(tmp_path, capsys):
     from edge.__main__ import main
 
-    clock = Clock()
-    path = tmp_path / "audit.jsonl"
-    log = AuditLog(path, now=clock)
-    _door_day(log, clock)
-    log.close()
+    path = _day_log(tmp_path)
     out = tmp_path / "attempts.json"
     assert main(["attempts", "--log", str(path), "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -92,11 +98,7 @@ def test_rotated_logs_are_read_oldest_first(tmp_path, capsys):
     """Bob's 3 s attempt spans several rotated files: still one attempt, as unrotated."""
     from edge.__main__ import main
 
-    clock = Clock()
-    path = tmp_path / "audit.jsonl"
-    log = AuditLog(path, max_bytes=2_000, backups=20, now=clock)
-    _door_day(log, clock)
-    log.close()
+    path = _day_log(tmp_path, max_bytes=2_000, backups=20)
     assert (tmp_path / "audit.jsonl.4").exists()
     out = tmp_path / "a.json"
     assert main(["attempts", "--log", str(path), "--json", str(out)]) == 0
@@ -109,11 +111,7 @@ def test_rotated_logs_are_read_oldest_first(tmp_path, capsys):
 def test_torn_foreign_and_oversized_lines_are_skipped(tmp_path, capsys):
     from edge.__main__ import main
 
-    clock = Clock()
-    path = tmp_path / "audit.jsonl"
-    log = AuditLog(path, now=clock)
-    _door_day(log, clock)
-    log.close()
+    path = _day_log(tmp_path)
     with open(path, "ab") as fh:
         fh.write(b"not json\n" + b"[1, 2]\n" + b'{"time": "x' + b"y" * 100_000 + b'"}\n'
                  + b'{"time": 5, "event": "granted"}\n' + b'{"event": "refused", "time": "2026-12-01T09')  # torn

@@ -109,6 +109,27 @@ def read_regular_fd(fd: int, limit: int, name: str, refuse, failed) -> bytes:
     return data
 
 
+def read_growing_file(path: str | os.PathLike, limit: int, name: str, refuse, failed) -> bytes:
+    """What a regular file held when opened, though another process may be appending to it
+    (a log): its first st_size bytes. A FIFO or device is refused without blocking, as is a
+    file over `limit` bytes; `refuse(reason)` and `failed(exc)` make the caller's exceptions."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise failed(exc) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{name}: not a regular file")
+        if st.st_size > limit:
+            raise refuse(f"{name}: file too large ({st.st_size / 2**20:.1f} MiB, limit {limit / 2**20:.0f} MiB)")
+        return _read_upto(fd, st.st_size - 1)
+    except OSError as exc:
+        raise failed(exc) from None
+    finally:
+        os.close(fd)
+
+
 class PrivateFileError(Exception):
     """Why `read_private_file` refused a file: `why` is one of the reasons below,
     `strerror` the system's words where a system call failed."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,29 +72,11 @@ def log_files(path: Path) -> list[Path]:
 def read_lines(path: Path) -> tuple[list[bytes], int]:
     """The file's complete lines as it is now (the kiosk may be appending), and how many were
     too long to be records. Regular files only, read at most MAX_FILE_BYTES."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise DoorlockError(f"cannot open audit log {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DoorlockError(f"audit log {path}: not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise DoorlockError(f"audit log {path}: {st.st_size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB "
-                                "this report reads from one file")
-        chunks, n = [], 0
-        while n < st.st_size:
-            chunk = os.read(fd, min(1 << 20, st.st_size - n))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            n += len(chunk)
-    except OSError as exc:
-        raise DoorlockError(f"cannot read audit log {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    lines = b"".join(chunks).split(b"\n")[:-1]        # the last piece: a line being written
+    from edge.service.fsutil import read_growing_file
+
+    data = read_growing_file(path, MAX_FILE_BYTES, f"audit log {path}", DoorlockError,
+                             lambda exc: DoorlockError(f"cannot read audit log {path}: {exc.strerror}"))
+    lines = data.split(b"\n")[:-1]        # the last piece: a line being written
     long = sum(len(x) > MAX_LINE_BYTES for x in lines)
     return [x for x in lines if len(x) <= MAX_LINE_BYTES], long
 
