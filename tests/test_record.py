@@ -166,6 +166,11 @@ def test_recorded_attacks_are_their_own_species_in_the_evaluation(shared, tmp_pa
     assert a == {**a, "presentations": 2, "accepted": 0}
     assert rep["results"]["normal"]["apcer_recorded_max"] == 0.0
     assert "APCER real-print" in text and "APCER max, recorded attacks" in text
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "liveness.png"
+    assert main(["liveness-eval", "--species", "none", "--strictness", "normal,strict", "--live", f"{clip}:83-112",
+                 "--attack", f"real-print={prints}", "--plot", str(png), "--quiet"]) == 0
+    assert png.stat().st_size > 10_000 and f"plot written to {png}" in capsys.readouterr().out
     for bad, why in ((f"replay-phone={prints}", "is a rendered species"), (f"live={prints}", "not 'live'"),
                      (f"Real Phone={prints}", "lowercase"), ("real-phone", "use SPECIES=VIDEO"),
                      (f"real-phone={tmp_path / 'none'}", "attack video not found")):

@@ -300,6 +300,10 @@ def cmd_liveness_eval(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"report written to {args.json}")
+    if args.plot:
+        from edge.tools.liveness_report import plot
+
+        print(plot(report["results"], tuple(report["species"]), args.plot))
     if args.save_clips:
         save_clips(Path(args.save_clips), photos[:3], species, args.frames, videos[:1], rates)
     return 0
@@ -378,6 +382,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--shared", help="the project's shared data folder (default ../shared or $DOORLOCK_SHARED)")
     e.add_argument("--threads", type=int, default=2, help="inference threads (default %(default)s)")
     e.add_argument("--json", help="also write the full report (every presentation) to this file")
+    e.add_argument("--plot", metavar="PNG", help="also plot APCER per species and BPCER (needs matplotlib)")
     e.add_argument("--save-clips", metavar="DIR", help="also write a few attack clips as AVI files here")
     e.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     e.set_defaults(func=cmd_liveness_eval)

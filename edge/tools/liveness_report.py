@@ -123,3 +123,37 @@ def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], l
     if pad_ms is not None:
         lines.append(f"texture PAD (both MiniFASNets, int8, 1 thread): {pad_ms:.1f} ms per judged face, on top")
     return "\n".join(lines)
+
+
+def plot(res: dict, species: tuple[str, ...], path) -> str:
+    """liveness.png: APCER per attack species and BPCER, a bar per strictness (lower is
+    better for both); matplotlib is optional."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    from pathlib import Path
+
+    cols = list(res)
+    rows = [(f"APCER {sp}", [res[s]["apcer"].get(sp, {}).get("rate") for s in cols]) for sp in species]
+    rows.append(("BPCER live", [(res[s]["bpcer"] or {}).get("rate") for s in cols]))
+    rows = [(name, vals) for name, vals in rows if any(v is not None for v in vals)]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(rows) + 2), 4.2))
+    width = 0.8 / max(1, len(cols))
+    x = np.arange(len(rows))
+    for i, s in enumerate(cols):
+        vals = [100 * (v[i] or 0.0) for _, v in rows]
+        ax.bar(x + (i - (len(cols) - 1) / 2) * width, vals, width, label=s)
+    ax.axhline(5, color="grey", linestyle="--", linewidth=1, label="5 %")
+    ax.set_xticks(x, [name for name, _ in rows], rotation=30, ha="right")
+    ax.set(ylabel="%", ylim=(0, 100))
+    ax.set_title("attacks let in (APCER), live people kept out (BPCER)", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot written to {path}"
