@@ -164,7 +164,7 @@ def format_summary(s: dict, min_seconds: float, gap_s: float) -> str:
         lines += [f"  {n:5d}  {k}" for k, n in s["not_granted"].items()]
     lines.append(f"liveness kept out a recognised person for a whole attempt: {s['liveness_refused']} of "
                  f"{s['attempts']} ({pct(s['liveness_refusal_rate'])}): the door's BPCER, if each attempt "
-                 "was someone who meant to come in")
+                 "was the enrolled person, meaning to come in (an attack it stopped counts here too)")
     for who, p in s.get("people", {}).items():
         lines.append(f"  {who}: {p['granted']} of {p['attempts']} granted")
     return "\n".join(lines)
