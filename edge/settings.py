@@ -233,7 +233,8 @@ class LivenessConfig:
     window: int = _key(15, "int", lo=9, hi=300, doc="How many judged frames the evidence must fall within.")  # 9 = LAG + NEED["strict"]
     pad: str = _key("off", "choice", choices=("off", "minifasnet"), doc=(
         'Texture PAD (edge/kiosk/pad.py, Silent-Face MiniFASNet pair, int8): "minifasnet" also needs the median real '
-        'score of the window\'s faces to reach pad_threshold; about 4-5 ms per judged face on one x86 thread '
+        'score of the window\'s recognised faces to reach pad_threshold; about 2-5 ms per recognised face until it '
+        'is let in, on one x86 thread '
         '(docs/liveness.md). "off" (the default): not used.'))
     pad_threshold: float = _key(0.9, "float", lo=0.0, hi=1.0, lo_open=True, doc="The median real score the window's faces must reach.")
     screen_edge: str = _key("on", "choice", choices=("on", "off"), doc=(

@@ -182,6 +182,29 @@ def test_the_liveness_gate_with_pad_needs_the_texture_cue_too(detector, shared, 
     assert reasons[-1].startswith("texture looks like a photo or a screen: PAD real score 0.20")
 
 
+def test_the_pad_looks_only_at_recognised_faces_until_they_are_let_in(detector, shared):
+    """Its 1.8 ms a face are spent on the faces the door may open for: a stranger (never
+    asked by `refuse`) costs no score, and in normal a face let in keeps its verdict while
+    followed; strict scores every recognised frame."""
+    from edge.kiosk.liveness import LivenessGate
+
+    frames = _lin_frames(shared)
+    stranger = _FixedPad(1.0)
+    gate = LivenessGate("normal", pad=stranger)
+    for no, frame in enumerate(frames, 1):
+        faces = detector.detect(frame)
+        if faces:
+            gate.observe(frame, faces[0], no)
+    assert stranger.calls == 0
+    normal = _FixedPad(1.0)
+    reasons = _allowed(LivenessGate("normal", pad=normal), detector, frames)
+    first = reasons.index(None)
+    assert normal.calls == first + 1 and all(r is None for r in reasons[first:])
+    strict = _FixedPad(1.0)
+    reasons = _allowed(LivenessGate("strict", pad=strict), detector, frames)
+    assert strict.calls == len(reasons)
+
+
 def test_the_config_keys_choose_the_pad():
     """[liveness] pad = "minifasnet" puts the texture cue into the kiosk's liveness gate, at
     the configured threshold; the default leaves it out (no PAD model is even loaded)."""

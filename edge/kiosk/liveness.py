@@ -186,10 +186,11 @@ class LivenessGate(Gate):
         self._seen: deque[_Seen] = deque(maxlen=self.window + LAG)
         self._evidence: deque[int] = deque()     # frame numbers with evidence of life
         self._blinks: deque[int] = deque()
-        self._pad_scores: deque[float] = deque(maxlen=self.window)
+        self._pad_scores: deque[tuple[int, float]] = deque()   # (frame number, real score)
         if self.screen_edge is not None:
             self.screen_edge.reset()
         self._edge_pending = None
+        self._pad_pending = None
         self.proven = False
         self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
@@ -211,10 +212,10 @@ class LivenessGate(Gate):
         if prev is not None and (frame_no != prev.no + 1 or float(box_iou(prev.box, box)[0]) < 0.3):
             self.reset()   # a gap, or another face: start again
         seen = _Seen(frame_no, box)
-        if self.pad is not None:
-            self._pad_scores.append(self.pad.score(frame, box))
-        # the screen-edge cue looks at this frame only when `refuse` asks (a recognised face):
-        # strangers cost nothing, and in normal a face let in is not looked at again
+        # the texture PAD and the screen-edge cue look at this frame only when `refuse` asks
+        # (a recognised face): strangers cost nothing, and in normal a face let in is not
+        # looked at again
+        self._pad_pending = (frame, box, frame_no) if self.pad is not None else None
         self._edge_pending = (frame, box, frame_no) if self.screen_edge is not None else None
         mesh = getattr(face, "mesh", None)
         if self.challenge is not None and self.challenge.running:
@@ -273,7 +274,7 @@ class LivenessGate(Gate):
         return c is None or (c.verdict is not None and bool(c.verdict.live))
 
     def pad_median(self) -> float | None:
-        return float(np.median(self._pad_scores)) if self._pad_scores else None
+        return float(np.median([v for _, v in self._pad_scores])) if self._pad_scores else None
 
     def _pad_ok(self) -> bool:
         if self.pad is None:
@@ -282,14 +283,23 @@ class LivenessGate(Gate):
 
     def refuse(self, identity: str, frame_no: int) -> str | None:
         pending, self._edge_pending = self._edge_pending, None
+        pad_pending, self._pad_pending = self._pad_pending, None
         if self._for is not None and identity != self._for:
             # life is proven for a person, not for a face box: a replay that flips to
             # another enrolled identity (or a second person stepping in) starts again
             self.reset()
-        if pending is not None and pending[2] == frame_no and not (self.latch and self._for is not None):
-            t0 = time.perf_counter()
-            self.screen_edge.observe(*pending, self.window)
-            self.observe_s += time.perf_counter() - t0     # the gate's work, as in observe
+        # normal: a face let in keeps the cues' verdicts while it is followed
+        looking = not (self.latch and self._for is not None)
+        t0 = time.perf_counter()
+        if looking:
+            if pad_pending is not None and pad_pending[2] == frame_no:
+                frame, box, _ = pad_pending
+                self._pad_scores.append((frame_no, self.pad.score(frame, box)))
+            while self._pad_scores and self._pad_scores[0][0] <= frame_no - self.window:
+                self._pad_scores.popleft()
+            if pending is not None and pending[2] == frame_no:
+                self.screen_edge.observe(*pending, self.window)
+        self.observe_s += time.perf_counter() - t0     # the gate's work, as in observe
         if self.is_live():
             self._for = identity
             return None
