@@ -251,7 +251,7 @@ def test_each_runs_peak_memory_is_its_own():
 
 def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, shared):
     """On the Hamilton close-up (the demo video runs without liveness: it is a photo), with
-    [liveness] pad on the report has a `liveness` and a `pad` row (ms per judged face),
+    [liveness] pad on the report has a `liveness` and a `pad` row (ms per scored face),
     taken out of `other`; with it off there is no `pad` row. The screen-edge cue has its own."""
     shared(*HAMILTON_CLIP)
     base = ["bench", "--start-frame", "95", "--max-frames", "24", "--scaling", "none",
@@ -265,7 +265,8 @@ def test_bench_shows_what_liveness_and_the_texture_pad_cost(tmp_path, capsys, sh
     judged = on["frames_with_face"]
     assert judged >= 5
     assert _stage_ok(on["stages"]["liveness"]) and on["stages"]["liveness"]["n"] == judged
-    assert _stage_ok(on["stages"]["pad"]) and on["stages"]["pad"]["n"] == judged
+    # the PAD looks at recognised faces until they are let in: fewer than the judged faces
+    assert _stage_ok(on["stages"]["pad"]) and 1 <= on["stages"]["pad"]["n"] < judged
     assert any(line.split()[:1] == ["pad"] for line in table.splitlines())
     # the screen-edge cue (on by default) has its row too, until the face is let in
     assert _stage_ok(on["stages"]["screen_edge"]) and 1 <= on["stages"]["screen_edge"]["n"] <= judged
