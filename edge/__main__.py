@@ -23,6 +23,8 @@ import sys
 # same; a setting of the user's own wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# OpenCV's own warnings (a camera it cannot open) would precede our one-line error
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from edge.errors import DoorlockError, run_command  # noqa: E402
 

@@ -176,3 +176,18 @@ def test_recorded_attacks_are_their_own_species_in_the_evaluation(shared, tmp_pa
                      (f"real-phone={tmp_path / 'none'}", "attack video not found")):
         assert main(["liveness-eval", "--species", "none", "--attack", bad]) == 2
         assert why in capsys.readouterr().err
+
+
+def test_a_camera_that_is_not_there_is_one_line_from_the_command_line(tmp_path):
+    """Run as a user would: OpenCV's own warnings do not come before the error."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(repo)
+    r = subprocess.run([sys.executable, "-m", "edge", "record", "--camera", "/dev/video97", "--out",
+                        str(tmp_path / "live")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: cannot open USB camera")
+    assert "systemctl stop doorlock" in r.stderr

@@ -267,6 +267,8 @@ def _open(spec: str, cfg):
         try:
             cam = open_camera(spec, width=c.width, height=c.height, fps=c.fps)
         except DoorlockError as exc:
+            if "needs picamera2" in str(exc):
+                raise
             raise DoorlockError(f"{exc} (if the kiosk service has the camera: "
                                 "sudo systemctl stop doorlock first)") from None
         return (GreyCamera(cam) if c.spectrum == "nir" else cam), True
