@@ -186,7 +186,7 @@ def test_a_camera_that_is_not_there_is_one_line_from_the_command_line(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"}
     env["PYTHONPATH"] = str(repo)
-    r = subprocess.run([sys.executable, "-m", "edge", "record", "--camera", "/dev/video97", "--out",
+    r = subprocess.run([sys.executable, "-m", "edge", "record", "--camera", "usb:9", "--out",
                         str(tmp_path / "live")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: cannot open USB camera")
