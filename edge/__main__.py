@@ -23,8 +23,10 @@ import sys
 # same; a setting of the user's own wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-# OpenCV's own warnings (a camera it cannot open) would precede our one-line error
+# OpenCV's and FFmpeg's own messages (a camera it cannot open, a truncated video) would
+# precede our one-line error; FFmpeg keeps its fatal ones (AV_LOG_FATAL = 8)
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 
 from edge.errors import DoorlockError, run_command  # noqa: E402
 
