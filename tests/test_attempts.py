@@ -122,6 +122,24 @@ def test_torn_foreign_and_oversized_lines_are_skipped(tmp_path, capsys):
     assert "2 damaged or foreign lines skipped" in capsys.readouterr().out
 
 
+def test_lines_are_the_same_whatever_the_chunks(tmp_path, monkeypatch):
+    """The log is read a chunk at a time (a large one never sits in memory): lines cut by a
+    chunk's end come out whole, and an over-long line is dropped even across chunks."""
+    from collections import Counter
+
+    import edge.tools.attempts as at
+
+    monkeypatch.setattr(at, "MAX_LINE_BYTES", 20)
+    lines = [b"a", b"", b"0123456789" * 5, b"bb" * 5, b"c" * 20, b"d" * 21, b"e"]
+    p = tmp_path / "log"
+    p.write_bytes(b"\n".join(lines) + b"\ntorn")
+    want = [x for x in lines if len(x) <= 20]
+    for chunk in (1, 2, 3, 7, 19, 20, 21, 64, 1 << 20):
+        counts = Counter()
+        assert list(at.iter_lines(p, counts, chunk=chunk)) == want, chunk
+        assert counts["long"] == 2, chunk
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: os.mkfifo(p), "not a regular file"),
     (lambda p: p.mkdir(), "not a regular file"),

@@ -11,7 +11,7 @@ import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def utc_now() -> datetime:
@@ -109,23 +109,33 @@ def read_regular_fd(fd: int, limit: int, name: str, refuse, failed) -> bytes:
     return data
 
 
-def read_growing_file(path: str | os.PathLike, limit: int, name: str, refuse, failed) -> bytes:
+def growing_file_chunks(path: str | os.PathLike, name: str, refuse, failed,
+                        chunk: int = 1 << 20) -> Iterator[bytes]:
     """What a regular file held when opened, though another process may be appending to it
-    (a log): its first st_size bytes. A FIFO or device is refused without blocking, as is a
-    file over `limit` bytes; `refuse(reason)` and `failed(exc)` make the caller's exceptions."""
+    (a log): its first st_size bytes, `chunk` at a time, so a large log never sits in memory
+    whole. A FIFO or device is refused without blocking; `refuse(reason)` and `failed(exc)`
+    make the caller's exceptions."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise failed(exc) from None
     try:
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise failed(exc) from None
         if not stat.S_ISREG(st.st_mode):
             raise refuse(f"{name}: not a regular file")
-        if st.st_size > limit:
-            raise refuse(f"{name}: file too large ({st.st_size / 2**20:.1f} MiB, limit {limit / 2**20:.0f} MiB)")
-        return _read_upto(fd, st.st_size - 1)
-    except OSError as exc:
-        raise failed(exc) from None
+        left = st.st_size
+        while left > 0:
+            try:
+                data = os.read(fd, min(chunk, left))
+            except OSError as exc:
+                raise failed(exc) from None
+            if not data:
+                break
+            left -= len(data)
+            yield data
     finally:
         os.close(fd)
 

@@ -17,12 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from edge.errors import DoorlockError
 
-MAX_FILE_BYTES = 1 << 30     # one audit file read at most this far (the default rotates at 1 MB)
 MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records: skipped
 MAX_BACKUPS = 1000           # as [audit] backups
 GRANTED = ("granted", "open")
@@ -69,16 +69,34 @@ def log_files(path: Path) -> list[Path]:
     return [*reversed(backups), *([path] if path.exists() else [])]
 
 
-def read_lines(path: Path) -> tuple[list[bytes], int]:
-    """The file's complete lines as it is now (the kiosk may be appending), and how many were
-    too long to be records. Regular files only, read at most MAX_FILE_BYTES."""
-    from edge.service.fsutil import read_growing_file
+def iter_lines(path: Path, counts: Counter, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The file's complete lines as it is now (the kiosk may be appending), read a chunk at a
+    time; a line over MAX_LINE_BYTES is not one of the kiosk's records: skipped and counted
+    in counts["long"]. Regular files only."""
+    from edge.service.fsutil import growing_file_chunks
 
-    data = read_growing_file(path, MAX_FILE_BYTES, f"audit log {path}", DoorlockError,
-                             lambda exc: DoorlockError(f"cannot read audit log {path}: {exc.strerror}"))
-    lines = data.split(b"\n")[:-1]        # the last piece: a line being written
-    long = sum(len(x) > MAX_LINE_BYTES for x in lines)
-    return [x for x in lines if len(x) <= MAX_LINE_BYTES], long
+    rest, dropping = b"", False
+    for piece in growing_file_chunks(path, f"audit log {path}", DoorlockError,
+                                     lambda exc: DoorlockError(f"cannot read audit log {path}: {exc.strerror}"),
+                                     chunk=chunk):
+        *lines, tail = piece.split(b"\n")
+        for i, line in enumerate(lines):
+            if i == 0:
+                line, skip, rest, dropping = rest + line, dropping, b"", False
+                if skip:
+                    counts["long"] += 1
+                    continue
+            if len(line) > MAX_LINE_BYTES:
+                counts["long"] += 1
+                continue
+            yield line
+        if lines:
+            rest = tail
+        else:
+            rest += tail
+        if len(rest) > MAX_LINE_BYTES:      # a line this long is skipped, not held
+            rest, dropping = b"", True
+    # what follows the last newline is a line being written: not a record yet
 
 
 def _time(value) -> datetime | None:
@@ -212,26 +230,30 @@ def cmd_attempts(args) -> int:
     files = log_files(path)
     if not files:
         raise DoorlockError(f"no audit log at {path} (give --log, or --config with its [audit] path)")
-    records, damaged, long = [], 0, 0
-    for f in files:
-        lines, n_long = read_lines(f)
-        long += n_long
-        for raw in lines:
-            try:
-                r = json.loads(raw)
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                damaged += 1
-                continue
-            if isinstance(r, dict):
-                records.append(r)
-    if since is not None:
-        records = [r for r in records if (t := _time(r.get("time"))) is not None and t >= since]
-    found = attempts(records, args.gap)
+    counts: Counter = Counter()
+
+    def records():
+        for f in files:
+            for raw in iter_lines(f, counts):
+                try:
+                    r = json.loads(raw)
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    counts["damaged"] += 1
+                    continue
+                if not isinstance(r, dict):
+                    continue
+                if since is not None and ((t := _time(r.get("time"))) is None or t < since):
+                    continue
+                counts["records"] += 1
+                yield r
+
+    found = attempts(records(), args.gap)
     s = summary(found, args.min_seconds, args.by_person)
-    s.update(files=[str(f) for f in files], records=len(records), damaged_lines=damaged + long)
+    bad = counts["damaged"] + counts["long"]
+    s.update(files=[str(f) for f in files], records=counts["records"], damaged_lines=bad)
     print(format_summary(s, args.min_seconds, args.gap))
-    if damaged + long:
-        print(f"{damaged + long} damaged or foreign lines skipped")
+    if bad:
+        print(f"{bad} damaged or foreign lines skipped")
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=1))
         print(f"report written to {args.json}")
