@@ -64,6 +64,19 @@ def test_clips_from_a_video_are_whole_numbered_and_lossless(source, tmp_path, ca
                                             "--seconds", "0.5"]) == 0 and capsys.readouterr().out)
 
 
+def test_a_video_shorter_than_the_clips_asked_ends_the_recording_cleanly(source, tmp_path, capsys):
+    """The sample video holds 4 s: asked for 3 clips of 2 s, it gives 2 whole ones and says so."""
+    from edge.__main__ import main
+
+    _, fps = _frames(source)
+    seconds = len(_frames(source)[0]) / fps / 2
+    folder = tmp_path / "live"
+    assert main(["record", "--camera", str(source), "--out", str(folder), "--seconds", f"{seconds:g}",
+                 "--clips", "3"]) == 0
+    assert len(list(folder.iterdir())) == 2
+    assert "the video ended after 2 of 3 clips" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("warm_up_s", [0.1, 2.5])
 def test_a_camera_slower_than_asked_is_marked_with_its_real_rate(tmp_path, warm_up_s):
     """Asked for 15 frames/s, the camera gives 10: the clip says 10, so the evaluation cuts

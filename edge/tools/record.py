@@ -36,6 +36,10 @@ RETIME_TOLERANCE = 0.05  # a clip whose measured rate is further off is rewritte
 CODECS = (("FFV1", ".mkv"), ("MJPG", ".avi"))
 
 
+class VideoEnded(DoorlockError):
+    """A video file (as the camera) had no frame left for the next clip."""
+
+
 @dataclass
 class Clip:
     path: Path
@@ -184,7 +188,8 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
             if frame is None:
                 if not live or getattr(camera, "finished", False):
                     if n == 0:
-                        raise DoorlockError("the camera gave no frame")
+                        raise VideoEnded("the video has no frame left") if not live else \
+                            DoorlockError("the camera gave no frame")
                     break          # the end of a video file: a shorter clip
                 limit = GAP_S if n else NO_FRAME_S
                 if now - last_frame_t > limit:
@@ -312,8 +317,14 @@ def cmd_record(args, *, clock: Callable[[], float] = time.monotonic,
                 sleep(step)
                 left -= step
             out = next_path(folder, name, suffix)
-            clip = record_clip(camera, args.seconds, out, fourcc, live=live, fps_hint=cfg.camera.fps,
-                               clock=clock, progress=bar, label=f"{out.name}: ")
+            try:
+                clip = record_clip(camera, args.seconds, out, fourcc, live=live, fps_hint=cfg.camera.fps,
+                                   clock=clock, progress=bar, label=f"{out.name}: ")
+            except VideoEnded:
+                if not clips:
+                    raise
+                print(f"the video ended after {k} of {args.clips} clips", file=sys.stderr)
+                break
             clips.append(clip)
             print(f"wrote {clip.path}: {clip.frames} frames, {clip.seconds:.1f} s at {clip.fps:.1f} "
                   f"frames/s, {clip.size[0]}x{clip.size[1]}, {fourcc}", flush=True)
