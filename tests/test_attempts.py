@@ -92,6 +92,16 @@ def test_a_day_at_the_door_in_attempts(tmp_path, capsys):
     # --since leaves out the morning's first attempt
     assert main(["attempts", "--log", str(path), "--since", "2026-12-01T08:01", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["attempts"] == 1
+    # or a span back from now: the last 3 minutes before 08:06 hold Cy alone (passing by)
+    from types import SimpleNamespace
+
+    from edge.tools.attempts import cmd_attempts
+
+    args = SimpleNamespace(gap=2.0, min_seconds=1.0, since="3m", log=str(path), config=None,
+                           by_person=False, json=str(out), plot=None)
+    assert cmd_attempts(args, now=lambda: T0 + timedelta(minutes=6)) == 0
+    s = json.loads(out.read_text())
+    assert s["attempts"] == 0 and s["passing_by"] == 1
 
 
 def test_rotated_logs_are_read_oldest_first(tmp_path, capsys):
@@ -155,7 +165,7 @@ def test_a_log_that_is_not_a_file_is_one_line(tmp_path, capsys, make, message):
     assert message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv, message", [(["--gap", "0"], "--gap 0"), (["--since", "yesterday"], "--since"),
+@pytest.mark.parametrize("argv, message", [(["--gap", "0"], "--gap 0"), (["--since", "yesterday"], "a span back from now like 7d"),
                                            (["--min-seconds", "-1"], "--min-seconds -1")])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, message):
     from edge.__main__ import main

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -216,16 +217,29 @@ def plot(found: list[Attempt], s: dict, path: Path) -> str:
     return f"plot written to {path}"
 
 
-def cmd_attempts(args) -> int:
+def since_time(text: str, now: datetime) -> datetime:
+    """--since: a date or time (UTC unless it says otherwise), or a span back from now
+    ("7d", "12h", "30m")."""
+    m = re.fullmatch(r"\s*(\d{1,5})\s*([dhm])\s*", text or "")
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+    t = _time(text)
+    if t is None:
+        raise DoorlockError(f"--since {text!r}: a date or time like 2026-12-01 or 2026-12-01T08:00, "
+                            "or a span back from now like 7d, 12h or 30m")
+    return t
+
+
+def cmd_attempts(args, *, now=None) -> int:
     from edge.config import load_config
+    from edge.service.fsutil import utc_now
 
     if not 0.1 <= args.gap <= 60:
         raise DoorlockError(f"--gap {args.gap:g}: between 0.1 and 60 s")
     if not 0 <= args.min_seconds <= 600:
         raise DoorlockError(f"--min-seconds {args.min_seconds:g}: between 0 and 600")
-    since = _time(args.since) if args.since else None
-    if args.since and since is None:
-        raise DoorlockError(f"--since {args.since!r}: a date or time like 2026-12-01 or 2026-12-01T08:00")
+    since = since_time(args.since, (now or utc_now)()) if args.since else None
     path = Path(args.log) if args.log else Path(load_config(args.config).audit.path)
     files = log_files(path)
     if not files:
@@ -270,7 +284,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("--log", help="the audit log (default: --config's [audit] path, or the built-in default)")
     a.add_argument("--config", help="kiosk configuration TOML, for its [audit] path")
     a.add_argument("--since", help="only records from this date or time on (e.g. 2026-12-01T08:00; UTC "
-                                   "unless it says otherwise)")
+                                   "unless it says otherwise), or this far back: 7d, 12h, 30m")
     a.add_argument("--gap", type=float, default=2.0,
                    help="longest gap between two frames of one attempt (default %(default)s s)")
     a.add_argument("--min-seconds", type=float, default=1.0,
