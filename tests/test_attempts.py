@@ -166,10 +166,16 @@ def test_a_log_that_is_not_a_file_is_one_line(tmp_path, capsys, make, message):
 
 
 @pytest.mark.parametrize("argv, message", [(["--gap", "0"], "--gap 0"), (["--since", "yesterday"], "a span back from now like 7d"),
-                                           (["--min-seconds", "-1"], "--min-seconds -1")])
+                                           (["--min-seconds", "-1"], "--min-seconds -1"),
+                                           (["--json", "{tmp}"], "a folder, not a file name"),
+                                           (["--json", "{tmp}/no/such/a.json"], "no folder"),
+                                           (["--plot", "{tmp}/a.xyz"], "cannot save the plot")])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, message):
     from edge.__main__ import main
 
-    (tmp_path / "audit.jsonl").write_text("")
-    assert main(["attempts", "--log", str(tmp_path / "audit.jsonl"), *argv]) == 2
-    assert message in capsys.readouterr().err
+    if "--plot" in argv:
+        pytest.importorskip("matplotlib")
+    _day_log(tmp_path)
+    assert main(["attempts", "--log", str(tmp_path / "audit.jsonl"), *[a.format(tmp=tmp_path) for a in argv]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

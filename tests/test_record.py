@@ -184,6 +184,9 @@ def test_recorded_attacks_are_their_own_species_in_the_evaluation(shared, tmp_pa
     assert main(["liveness-eval", "--species", "none", "--strictness", "normal,strict", "--live", f"{clip}:83-112",
                  "--attack", f"real-print={prints}", "--plot", str(png), "--quiet"]) == 0
     assert png.stat().st_size > 10_000 and f"plot written to {png}" in capsys.readouterr().out
+    # a --json that cannot be written is said before the evaluation, not after it
+    assert main(["liveness-eval", "--species", "none", "--json", str(tmp_path), "--live", f"{clip}:83-112"]) == 2
+    assert "--json" in capsys.readouterr().err
     for bad, why in ((f"replay-phone={prints}", "is a rendered species"), (f"live={prints}", "not 'live'"),
                      (f"Real Phone={prints}", "lowercase"), ("real-phone", "use SPECIES=VIDEO"),
                      (f"real-phone={tmp_path / 'none'}", "attack video not found")):

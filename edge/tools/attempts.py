@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import DoorlockError
+from edge.tools.outputs import check_output, save_figure, write_output
 
 MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records: skipped
 MAX_BACKUPS = 1000           # as [audit] backups
@@ -212,8 +213,10 @@ def plot(found: list[Attempt], s: dict, path: Path) -> str:
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return f"plot written to {path}"
 
 
@@ -240,6 +243,8 @@ def cmd_attempts(args, *, now=None) -> int:
     if not 0 <= args.min_seconds <= 600:
         raise DoorlockError(f"--min-seconds {args.min_seconds:g}: between 0 and 600")
     since = since_time(args.since, (now or utc_now)()) if args.since else None
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot")
     path = Path(args.log) if args.log else Path(load_config(args.config).audit.path)
     files = log_files(path)
     if not files:
@@ -269,7 +274,7 @@ def cmd_attempts(args, *, now=None) -> int:
     if bad:
         print(f"{bad} damaged or foreign lines skipped")
     if args.json:
-        Path(args.json).write_text(json.dumps(s, indent=1))
+        write_output(args.json, json.dumps(s, indent=1))
         print(f"report written to {args.json}")
     if args.plot:
         real = [a for a in found if a.granted_after_s is not None or a.seconds >= args.min_seconds]

@@ -201,7 +201,9 @@ def cmd_flash_eval(args, shared: Path, species: tuple[str, ...], videos: list[Vi
         print(f"live presentations left out (a face in fewer than half their frames): {', '.join(res['live']['no_face'])}")
     print(f"analysis cost: {ms:.2f} ms per judged frame (regions and background; the mesh is the kiosk's)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": res, "ms_per_frame": ms, "gains": gains,
-                                               "rows": rows}, indent=1, default=float))
+        from edge.tools.outputs import write_output
+
+        write_output(args.json, json.dumps({"results": res, "ms_per_frame": ms, "gains": gains,
+                                            "rows": rows}, indent=1, default=float))
         print(f"report written to {args.json}")
     return 0

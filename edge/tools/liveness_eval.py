@@ -230,6 +230,10 @@ def _recorded(specs: list[str], shared: Path) -> list[tuple[str, Video]]:
 
 
 def cmd_liveness_eval(args) -> int:
+    from edge.tools.outputs import check_output
+
+    check_output(args.json, "--json")      # before the work, not after it
+    check_output(getattr(args, "plot", None), "--plot")
     shared = Path(args.shared) if args.shared else shared_dir()
     strictness = [s.strip() for s in args.strictness.split(",") if s.strip()]
     for s in strictness:
@@ -298,7 +302,9 @@ def cmd_liveness_eval(args) -> int:
                 names = [o["name"] for o in report["outcomes"] if o["kind"] == sp and o["accepted"][s]]
                 print(f"{s}: {sp} attacks accepted: {', '.join(names)}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        from edge.tools.outputs import write_output
+
+        write_output(args.json, json.dumps(report, indent=1))
         print(f"report written to {args.json}")
     if args.plot:
         from edge.tools.liveness_report import plot

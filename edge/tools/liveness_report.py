@@ -135,8 +135,6 @@ def plot(res: dict, species: tuple[str, ...], path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
-    from pathlib import Path
-
     cols = list(res)
     rows = [(f"APCER {sp}", [res[s]["apcer"].get(sp, {}).get("rate") for s in cols]) for sp in species]
     rows.append(("BPCER live", [(res[s]["bpcer"] or {}).get("rate") for s in cols]))
@@ -153,7 +151,10 @@ def plot(res: dict, species: tuple[str, ...], path) -> str:
     ax.set_title("attacks let in (APCER), live people kept out (BPCER)", fontsize=10)
     ax.legend()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from edge.tools.outputs import save_figure
+
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return f"plot written to {path}"
