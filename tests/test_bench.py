@@ -162,6 +162,16 @@ def test_faces_below_the_doors_range_are_left_out_of_its_count():
     assert in_door_range(per_frame, {1: [59, 80], 2: [60]}, 60) == {1: [None], 2: ["B"], 3: ["A"]}
 
 
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    for out, why in ((a_file, "a file, not a folder"), (a_file / "sub", "cannot make it")):
+        assert main(["bench", "--out", str(out), "--max-frames", "2", "--scaling", "none"]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1
+    assert a_file.read_text() == "x"
+
+
 def test_compare_without_face_recognition_says_what_to_install(monkeypatch, capsys):
     import importlib.util
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -83,6 +84,14 @@ def make_plan(args) -> Plan:
     cfg = cfg.with_options(bundle=args.bundle, gallery=args.gallery,
                            simulated=True)  # a benchmark never drives the door
     out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / time.strftime("doorlock-bench-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise DoorlockError(f"--out {out}: a file, not a folder (the bench writes bench.json, bench.txt ... there)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DoorlockError(f"--out {out}: cannot make it: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise DoorlockError(f"--out {out}: cannot write in it")
 
     enrolment = truth = None
     if args.enrol:
