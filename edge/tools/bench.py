@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ import numpy as np
 from edge.errors import DoorlockError
 from edge.tools.machine import cpu_temperature, load_average, machine_info
 from edge.tools.measure import Truth, current_rss_mb, identity_counts, in_door_range, reset_peak_rss
+from edge.tools.outputs import check_folder
 from edge.tools.plot import plot
 from edge.tools.report import comparison, format_report, precision_report, targets
 from edge.tools.runs import Enrolment, enrol_gallery, run_doorlock, screen_report
@@ -84,14 +84,7 @@ def make_plan(args) -> Plan:
     cfg = cfg.with_options(bundle=args.bundle, gallery=args.gallery,
                            simulated=True)  # a benchmark never drives the door
     out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / time.strftime("doorlock-bench-%Y%m%d-%H%M%S")
-    if out.exists() and not out.is_dir():
-        raise DoorlockError(f"--out {out}: a file, not a folder (the bench writes bench.json, bench.txt ... there)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DoorlockError(f"--out {out}: cannot make it: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK):
-        raise DoorlockError(f"--out {out}: cannot write in it")
+    check_folder(out, "--out")
 
     enrolment = truth = None
     if args.enrol:

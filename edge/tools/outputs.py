@@ -26,6 +26,22 @@ def check_output(path, option: str) -> Path | None:
     return p
 
 
+def check_folder(path, option: str) -> Path | None:
+    """`path` (or None) made as a folder to write in; a one-line DoorlockError otherwise."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DoorlockError(f"{option} {p}: a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DoorlockError(f"{option} {p}: cannot make it: {exc.strerror or exc}") from None
+    if not os.access(p, os.W_OK):
+        raise DoorlockError(f"{option} {p}: cannot write in it")
+    return p
+
+
 def write_output(path, text: str, option: str = "--json") -> None:
     from edge.service.fsutil import atomic_write_bytes
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.errors import DoorlockError
+from edge.tools.outputs import check_folder
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_SECONDS, MAX_CLIPS, MAX_PAUSE = 600.0, 1000, 600.0
@@ -292,14 +293,7 @@ def cmd_record(args, *, clock: Callable[[], float] = time.monotonic,
         raise DoorlockError(f"--pause {args.pause:g}: between 0 and {MAX_PAUSE:g} s")
     folder = Path(args.out)
     name = check_name(args.name or folder.resolve().name, given=args.name is not None)
-    if folder.exists() and not folder.is_dir():
-        raise DoorlockError(f"--out {folder}: not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DoorlockError(f"cannot make {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise DoorlockError(f"cannot write in {folder}")
+    check_folder(folder, "--out")
     cfg = load_config(args.config)
     if args.set:
         cfg = cfg.override(*args.set)
