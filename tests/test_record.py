@@ -132,7 +132,8 @@ def test_a_clip_the_disk_did_not_take_is_not_put_in_place(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seconds", "0"], "--seconds 0: between 0.5 and 600"),
+    (["--seconds", "0"], "--seconds 0: between 0.5 and 60"),
+    (["--seconds", "61"], "--seconds 61: between 0.5 and 60"),
     (["--clips", "0"], "--clips 0: between 1 and 1000"),
     (["--name", "../up"], "--name '../up': use letters"),
     (["--out", "{tmp}/.hidden"], "the folder's name '.hidden' (give --name)"),
