@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.assets import bundle_path
 from edge.service.audit import AuditLog
 from edge.vision.bundle import Bundle, load_bundle
-from edge.vision.camera import Camera, GreyCamera, ReconnectingCamera, VideoFileCamera, open_camera
+from edge.vision.camera import Camera, GreyCamera, ReconnectingCamera, VideoFileCamera, is_live_source, open_camera
 from edge.config import Config
 from edge.vision.detect import FaceDetector
 from edge.door.door import Door
@@ -44,15 +44,17 @@ def gallery_file(path: str | Path) -> Path:
 def open_source(spec: str, cfg: Config, realtime: bool = False) -> Camera:
     """Live cameras reconnect with back-off; a video file plays once and ends (at its own
     frame rate with `realtime`, as fast as the pipeline goes without)."""
-    c = cfg.camera
-    if spec not in ("picamera",) and not spec.startswith(("usb:", "/dev/video")):
+    if not is_live_source(spec):
         return VideoFileCamera(resolve(spec), realtime=realtime)
+    return ReconnectingCamera(lambda: live_camera(spec, cfg))
 
-    def live() -> Camera:
-        cam = open_camera(spec, width=c.width, height=c.height, fps=c.fps)
-        return GreyCamera(cam) if c.spectrum == "nir" else cam
 
-    return ReconnectingCamera(live)
+def live_camera(spec: str, cfg: Config) -> Camera:
+    """The live camera as `[camera]` sets it up (size, rate; grey for nir), opened once:
+    open_source keeps it alive, `edge record` lets a lost one end the recording."""
+    c = cfg.camera
+    cam = open_camera(spec, width=c.width, height=c.height, fps=c.fps)
+    return GreyCamera(cam) if c.spectrum == "nir" else cam
 
 
 @dataclass

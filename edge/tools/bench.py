@@ -110,8 +110,9 @@ def make_plan(args) -> Plan:
     elif args.camera or args.config:
         source = args.camera or cfg.camera.source
         from edge.app import resolve
+        from edge.vision.camera import is_live_source
 
-        is_file = not (source == "picamera" or source.startswith(("usb:", "/dev/video")))
+        is_file = not is_live_source(source)
         if is_file and not resolve(source).is_file():
             raise DoorlockError(f"camera source {source!r}: no such video file")
         label = source

@@ -105,8 +105,21 @@ def _writer(path: Path, fps: float, size: tuple[int, int], fourcc: str):
     return w
 
 
+def _frames(path: Path):
+    """The frames of a video file as OpenCV decodes them (BGR)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
 def pick_codec(folder: Path) -> tuple[str, str]:
-    """The first of CODECS this OpenCV build writes (tried on a 2-frame clip)."""
+    """The first of CODECS this OpenCV build writes (tried on a 1-frame clip)."""
     for fourcc, suffix in CODECS:
         fd, tmp = tempfile.mkstemp(prefix=".codec-", suffix=suffix, dir=folder)
         os.close(fd)
@@ -115,10 +128,7 @@ def pick_codec(folder: Path) -> tuple[str, str]:
             if w is not None:
                 w.write(np.zeros((32, 32, 3), np.uint8))
                 w.release()
-                cap = cv2.VideoCapture(tmp)
-                ok = cap.read()[0]
-                cap.release()
-                if ok:
+                if next(_frames(Path(tmp)), None) is not None:
                     return fourcc, suffix
         finally:
             os.unlink(tmp)
@@ -126,30 +136,18 @@ def pick_codec(folder: Path) -> tuple[str, str]:
                         "pip install opencv-python-headless")
 
 
-def _retime(src: Path, dst: Path, fps: float, fourcc: str, size: tuple[int, int]) -> int:
+def _retime(src: Path, dst: Path, fps: float, fourcc: str, size: tuple[int, int]) -> None:
     """Copy the clip's frames into a new file marked with the rate they were taken at."""
-    cap, w, n = cv2.VideoCapture(str(src)), _writer(dst, fps, size, fourcc), 0
+    w = _writer(dst, fps, size, fourcc)
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
+        for frame in _frames(src):
             w.write(frame)
-            n += 1
     finally:
-        cap.release()
         w.release()
-    return n
 
 
 def _count(path: Path) -> int:
-    cap, n = cv2.VideoCapture(str(path)), 0
-    try:
-        while cap.read()[0]:
-            n += 1
-    finally:
-        cap.release()
-    return n
+    return sum(1 for _ in _frames(path))
 
 
 def _fsync(path: Path) -> None:
@@ -179,9 +177,12 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
     try:
         t0 = None                  # the clip's time starts at its first frame (a camera warming up)
         last_frame_t = clock()
+
+        def time_up(now: float) -> bool:
+            return want is None and t0 is not None and now - t0 >= seconds - 1e-6
+
         while True:
-            now = clock()
-            if want is None and t0 is not None and now - t0 >= seconds - 1e-6:
+            if time_up(clock()):
                 break
             if want is not None and n >= want:
                 break
@@ -199,7 +200,7 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
                     raise DoorlockError(f"the camera gave no frame for {limit:g} s "
                                         f"(after {n} frames of this clip{busy})")
                 continue
-            if want is None and t0 is not None and now - t0 >= seconds - 1e-6:
+            if time_up(now):
                 break              # taken after the clip's time: the clip is [t0, t0 + seconds)
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise DoorlockError(f"the camera gave a {frame.shape} {frame.dtype} frame, not RGB")
@@ -233,8 +234,7 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
                 fd, name2 = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
                 os.close(fd)
                 tmp2 = Path(name2)
-                if _retime(tmp, tmp2, measured, fourcc, size) != n:
-                    raise DoorlockError(f"could not rewrite {out.name} at {measured:.2f} frames/s")
+                _retime(tmp, tmp2, measured, fourcc, size)      # read back below, as any clip
                 tmp.unlink()
                 tmp, tmp2, fps = tmp2, None, measured
         if _count(tmp) != n:       # a writer that failed (a full disk) says nothing
@@ -266,20 +266,18 @@ def record_clip(camera, seconds: float, out: Path, fourcc: str, *, live: bool,
 def _open(spec: str, cfg):
     """The camera as the kiosk opens it (size, rate, spectrum), without reconnecting: a
     recording that loses its camera stops and says so."""
-    from edge.app import resolve
-    from edge.vision.camera import GreyCamera, VideoFileCamera, open_camera
+    from edge.app import live_camera, open_source
+    from edge.vision.camera import is_live_source
 
-    c = cfg.camera
-    if spec == "picamera" or spec.startswith(("usb:", "/dev/video")):
-        try:
-            cam = open_camera(spec, width=c.width, height=c.height, fps=c.fps)
-        except DoorlockError as exc:
-            if "needs picamera2" in str(exc):
-                raise
-            raise DoorlockError(f"{exc} (if the kiosk service has the camera: "
-                                "sudo systemctl stop doorlock first)") from None
-        return (GreyCamera(cam) if c.spectrum == "nir" else cam), True
-    return VideoFileCamera(resolve(spec)), False
+    if not is_live_source(spec):
+        return open_source(spec, cfg), False
+    try:
+        return live_camera(spec, cfg), True
+    except DoorlockError as exc:
+        if "needs picamera2" in str(exc):
+            raise
+        raise DoorlockError(f"{exc} (if the kiosk service has the camera: "
+                            "sudo systemctl stop doorlock first)") from None
 
 
 def cmd_record(args, *, clock: Callable[[], float] = time.monotonic,

@@ -240,6 +240,11 @@ class PiCamera(Camera):
                 self._cam.close()
 
 
+def is_live_source(spec: str) -> bool:
+    """A live camera ("picamera", "usb:N", "/dev/videoN"), not a video file."""
+    return spec == "picamera" or spec.startswith(("usb:", "/dev/video"))
+
+
 def open_camera(spec: str, *, width: int = 640, height: int = 480, fps: float | None = None,
                 loop: bool = False, realtime: bool = False) -> Camera:
     """A camera from its config string: "picamera", "usb:N", "/dev/videoN" or a video file.
