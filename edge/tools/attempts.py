@@ -23,12 +23,13 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import DoorlockError
-from edge.tools.outputs import check_output, save_figure, write_output
+from edge.kiosk.gates import Event
+from edge.tools.outputs import NO_MATPLOTLIB, check_output, pyplot, save_figure, write_output
 
 MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records: skipped
 MAX_BACKUPS = 1000           # as [audit] backups
-GRANTED = ("granted", "open")
-RECOGNISED = ("pending", *GRANTED)
+GRANTED = (Event.GRANTED, Event.OPEN)          # the door opened for them, or was open
+RECOGNISED = (Event.PENDING, *GRANTED)         # the identity is in "identity"; refused: in "best"
 
 
 @dataclass
@@ -120,7 +121,7 @@ def attempts(records, gap_s: float = 2.0) -> list[Attempt]:
         if t is None:
             continue
         event = r.get("event")
-        who = r.get("identity") if event in RECOGNISED else r.get("best") if event == "refused" else None
+        who = r.get("identity") if event in RECOGNISED else r.get("best") if event == Event.REFUSED else None
         who = who if isinstance(who, str) and who else None
         if cur is not None and ((t - cur.last).total_seconds() > gap_s or (who and who != cur.who)
                                 or event in ("start", "stop")):
@@ -133,15 +134,20 @@ def attempts(records, gap_s: float = 2.0) -> list[Attempt]:
         cur.last, cur.frames = t, cur.frames + 1
         if event in GRANTED and cur.granted_after_s is None:
             cur.granted_after_s = (t - cur.start).total_seconds()
-        if event == "refused":
+        if event == Event.REFUSED:
             cur.reasons[reason_key(r.get("reason", "refused"))] += 1
     if cur is not None:
         out.append(cur)
     return out
 
 
+def counted(found: list[Attempt], min_seconds: float) -> list[Attempt]:
+    """The attempts that count: granted, or at least `min_seconds` long (not passing by)."""
+    return [a for a in found if a.granted_after_s is not None or a.seconds >= min_seconds]
+
+
 def summary(found: list[Attempt], min_seconds: float, by_person: bool = False) -> dict:
-    real = [a for a in found if a.granted_after_s is not None or a.seconds >= min_seconds]
+    real = counted(found, min_seconds)
     granted = [a for a in real if a.granted_after_s is not None]
     times = [a.granted_after_s for a in granted]
     refused = Counter(a.outcome for a in real if a.granted_after_s is None)
@@ -192,13 +198,9 @@ def format_summary(s: dict, min_seconds: float, gap_s: float) -> str:
 
 def plot(found: list[Attempt], s: dict, path: Path) -> str:
     """attempts.png: the time to grant (histogram) and every attempt's outcome (bars)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     times = [a.granted_after_s for a in found if a.granted_after_s is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     left.hist(times, bins=np.arange(0, max(times, default=1) + 0.5, 0.25), color="tab:green")
@@ -212,11 +214,7 @@ def plot(found: list[Attempt], s: dict, path: Path) -> str:
     left.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return f"plot written to {path}"
 
 
@@ -277,8 +275,7 @@ def cmd_attempts(args, *, now=None) -> int:
         write_output(args.json, json.dumps(s, indent=1))
         print(f"report written to {args.json}")
     if args.plot:
-        real = [a for a in found if a.granted_after_s is not None or a.seconds >= args.min_seconds]
-        print(plot(real, s, Path(args.plot)))
+        print(plot(counted(found, args.min_seconds), s, Path(args.plot)))
     return 0
 
 

@@ -233,8 +233,8 @@ def cmd_liveness_eval(args) -> int:
     from edge.tools.outputs import check_folder, check_output
 
     check_output(args.json, "--json")      # before the work, not after it
-    check_output(getattr(args, "plot", None), "--plot")
-    check_folder(getattr(args, "save_clips", None), "--save-clips")
+    check_output(args.plot, "--plot")
+    check_folder(args.save_clips, "--save-clips")
     shared = Path(args.shared) if args.shared else shared_dir()
     strictness = [s.strip() for s in args.strictness.split(",") if s.strip()]
     for s in strictness:

@@ -128,13 +128,11 @@ def format_table(res: dict, species: tuple[str, ...], planar: tuple[str, ...], l
 def plot(res: dict, species: tuple[str, ...], path) -> str:
     """liveness.png: APCER per attack species and BPCER, a bar per strictness (lower is
     better for both); matplotlib is optional."""
-    try:
-        import matplotlib
+    from edge.tools.outputs import NO_MATPLOTLIB, pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     cols = list(res)
     rows = [(f"APCER {sp}", [res[s]["apcer"].get(sp, {}).get("rate") for s in cols]) for sp in species]
     rows.append(("BPCER live", [(res[s]["bpcer"] or {}).get("rate") for s in cols]))
@@ -151,10 +149,5 @@ def plot(res: dict, species: tuple[str, ...], path) -> str:
     ax.set_title("attacks let in (APCER), live people kept out (BPCER)", fontsize=10)
     ax.legend()
     fig.tight_layout()
-    from edge.tools.outputs import save_figure
-
-    try:
-        save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return f"plot written to {path}"

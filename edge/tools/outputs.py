@@ -51,9 +51,29 @@ def write_output(path, text: str, option: str = "--json") -> None:
         raise DoorlockError(f"{option} {path}: cannot write it: {exc.strerror or exc}") from None
 
 
+NO_MATPLOTLIB = "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+
+
+def pyplot():
+    """matplotlib.pyplot drawing off screen, or None: matplotlib is optional on the device."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def save_figure(fig, path, option: str = "--plot") -> None:
-    """matplotlib's savefig, its faults as one line (an unknown extension, a full disk)."""
+    """matplotlib's savefig, its faults as one line (an unknown extension, a full disk);
+    the figure is closed either way."""
+    import matplotlib.pyplot as plt
+
     try:
         fig.savefig(path, dpi=100)
     except (OSError, ValueError) as exc:
         raise DoorlockError(f"{option} {path}: cannot save the plot: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        plt.close(fig)

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.tools.outputs import NO_MATPLOTLIB, pyplot, save_figure
 from edge.tools.runs import BENCH_STAGES
 from edge.tools.scaling import SCALING_TARGET
 
 
 def plot(rep: dict, path: Path) -> str | None:
     """Per stage p50 (bars) and p95 (whiskers) per pipeline; scaling beside it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install matplotlib, or apt install python3-matplotlib)"
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     runs = [(rep["doorlock"]["label"], rep["doorlock"])]
     pr = rep.get("precision")
     if pr and "float" in pr:
@@ -66,6 +63,5 @@ def plot(rep: dict, path: Path) -> str | None:
         ax2.legend(fontsize=8)
         ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, "--out")
     return None
