@@ -189,8 +189,7 @@ class LivenessGate(Gate):
         self._pad_scores: deque[tuple[int, float]] = deque()   # (frame number, real score)
         if self.screen_edge is not None:
             self.screen_edge.reset()
-        self._edge_pending = None
-        self._pad_pending = None
+        self._pending = None                     # (frame, box, frame number) for the cues
         self.proven = False
         self._for: str | None = None             # the identity the evidence was accepted for
         self.last_residual: float | None = None
@@ -215,8 +214,7 @@ class LivenessGate(Gate):
         # the texture PAD and the screen-edge cue look at this frame only when `refuse` asks
         # (a recognised face): strangers cost nothing, and in normal a face let in is not
         # looked at again
-        self._pad_pending = (frame, box, frame_no) if self.pad is not None else None
-        self._edge_pending = (frame, box, frame_no) if self.screen_edge is not None else None
+        self._pending = (frame, box, frame_no)
         mesh = getattr(face, "mesh", None)
         if self.challenge is not None and self.challenge.running:
             if mesh is None:
@@ -282,8 +280,7 @@ class LivenessGate(Gate):
         return len(self._pad_scores) >= PAD_MIN_FRAMES and self.pad_median() >= self.pad.threshold
 
     def refuse(self, identity: str, frame_no: int) -> str | None:
-        pending, self._edge_pending = self._edge_pending, None
-        pad_pending, self._pad_pending = self._pad_pending, None
+        pending, self._pending = self._pending, None
         if self._for is not None and identity != self._for:
             # life is proven for a person, not for a face box: a replay that flips to
             # another enrolled identity (or a second person stepping in) starts again
@@ -292,13 +289,14 @@ class LivenessGate(Gate):
         looking = not (self.latch and self._for is not None)
         t0 = time.perf_counter()
         if looking:
-            if pad_pending is not None and pad_pending[2] == frame_no:
-                frame, box, _ = pad_pending
+            current = pending if pending is not None and pending[2] == frame_no else None
+            if current is not None and self.pad is not None:
+                frame, box, _ = current
                 self._pad_scores.append((frame_no, self.pad.score(frame, box)))
             while self._pad_scores and self._pad_scores[0][0] <= frame_no - self.window:
                 self._pad_scores.popleft()
-            if pending is not None and pending[2] == frame_no:
-                self.screen_edge.observe(*pending, self.window)
+            if current is not None and self.screen_edge is not None:
+                self.screen_edge.observe(*current, self.window)
         self.observe_s += time.perf_counter() - t0     # the gate's work, as in observe
         if self.is_live():
             self._for = identity
