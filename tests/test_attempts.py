@@ -137,7 +137,7 @@ def test_lines_are_the_same_whatever_the_chunks(tmp_path, monkeypatch):
     chunk's end come out whole, and an over-long line is dropped even across chunks."""
     from collections import Counter
 
-    import edge.tools.attempts as at
+    import edge.service.audit as at
 
     monkeypatch.setattr(at, "MAX_LINE_BYTES", 20)
     lines = [b"a", b"", b"0123456789" * 5, b"bb" * 5, b"c" * 20, b"d" * 21, b"e"]
@@ -146,7 +146,7 @@ def test_lines_are_the_same_whatever_the_chunks(tmp_path, monkeypatch):
     want = [x for x in lines if len(x) <= 20]
     for chunk in (1, 2, 3, 7, 19, 20, 21, 64, 1 << 20):
         counts = Counter()
-        assert list(at.iter_lines(p, counts, chunk=chunk)) == want, chunk
+        assert list(at._lines(p, counts, chunk=chunk)) == want, chunk
         assert counts["long"] == 2, chunk
 
 

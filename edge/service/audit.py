@@ -21,6 +21,7 @@ import re
 import stat
 import tempfile
 import threading
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -265,11 +266,65 @@ class AuditLog:
         return final
 
 
-def read_records(path: str | os.PathLike) -> Iterator[dict]:
-    """The records of one audit file, skipping a line torn by a power cut."""
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                yield json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
+MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records
+MAX_BACKUPS = 1000           # as [audit] backups
+
+
+def log_files(path: str | os.PathLike) -> list[Path]:
+    """The log and its rotated backups, oldest first (audit.jsonl.N .. .1, audit.jsonl)."""
+    path = Path(path)
+    backups = []
+    for i in range(1, MAX_BACKUPS + 1):
+        p = path.with_name(f"{path.name}.{i}")
+        if not p.exists():
+            break
+        backups.append(p)
+    return [*reversed(backups), *([path] if path.exists() else [])]
+
+
+def _lines(path, skipped, chunk: int) -> Iterator[bytes]:
+    """The file's complete lines as it is now (the kiosk may be appending), a chunk at a
+    time, so a large log never sits in memory whole; a line over MAX_LINE_BYTES is skipped
+    (counted in skipped["long"]) and not held. Regular files only."""
+    from edge.service.fsutil import growing_file_chunks
+
+    rest, dropping = b"", False
+    for piece in growing_file_chunks(path, f"audit log {path}", DoorlockError,
+                                     lambda exc: DoorlockError(f"cannot read audit log {path}: {exc.strerror}"),
+                                     chunk=chunk):
+        *lines, tail = piece.split(b"\n")
+        for i, line in enumerate(lines):
+            if i == 0:
+                line, skip, rest, dropping = rest + line, dropping, b"", False
+                if skip:
+                    skipped["long"] += 1
+                    continue
+            if len(line) > MAX_LINE_BYTES:
+                skipped["long"] += 1
+                continue
+            yield line
+        if lines:
+            rest = tail
+        else:
+            rest += tail
+        if len(rest) > MAX_LINE_BYTES:      # a line this long is skipped, not held
+            rest, dropping = b"", True
+    # what follows the last newline is a line being written (or torn): not a record yet
+
+
+def read_records(path: str | os.PathLike, skipped: Counter | None = None,
+                 chunk: int = 1 << 20) -> Iterator[dict]:
+    """The records of one audit file as it is now, skipping a line torn by a power cut, a
+    line that is not JSON (counted in skipped["damaged"]; logged when `skipped` is None) or
+    not an object, and an over-long one (skipped["long"]). Regular files only."""
+    counts = skipped if skipped is not None else Counter()
+    for raw in _lines(path, counts, chunk):
+        try:
+            r = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            counts["damaged"] += 1
+            if skipped is None:
                 log.warning("skipping a damaged line in %s", path)
+            continue
+        if isinstance(r, dict):
+            yield r

@@ -18,16 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from edge.errors import DoorlockError
 from edge.kiosk.gates import Event
+from edge.service.audit import log_files, read_records
 from edge.tools.outputs import NO_MATPLOTLIB, check_output, pyplot, save_figure, write_output
 
-MAX_LINE_BYTES = 1 << 16     # a longer line is not one of the kiosk's records: skipped
-MAX_BACKUPS = 1000           # as [audit] backups
 GRANTED = (Event.GRANTED, Event.OPEN)          # the door opened for them, or was open
 RECOGNISED = (Event.PENDING, *GRANTED)         # the identity is in "identity"; refused: in "best"
 
@@ -59,47 +57,6 @@ def reason_key(reason: str) -> str:
     """The gate and its rule, without the figures: "liveness: no sign of life yet"."""
     parts = [p.strip() for p in str(reason).split(":")]
     return ": ".join(parts[:2])[:80] if len(parts) > 1 else parts[0][:80]
-
-
-def log_files(path: Path) -> list[Path]:
-    """The log and its rotated backups, oldest first (audit.jsonl.N .. .1, audit.jsonl)."""
-    backups = []
-    for i in range(1, MAX_BACKUPS + 1):
-        p = path.with_name(f"{path.name}.{i}")
-        if not p.exists():
-            break
-        backups.append(p)
-    return [*reversed(backups), *([path] if path.exists() else [])]
-
-
-def iter_lines(path: Path, counts: Counter, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """The file's complete lines as it is now (the kiosk may be appending), read a chunk at a
-    time; a line over MAX_LINE_BYTES is not one of the kiosk's records: skipped and counted
-    in counts["long"]. Regular files only."""
-    from edge.service.fsutil import growing_file_chunks
-
-    rest, dropping = b"", False
-    for piece in growing_file_chunks(path, f"audit log {path}", DoorlockError,
-                                     lambda exc: DoorlockError(f"cannot read audit log {path}: {exc.strerror}"),
-                                     chunk=chunk):
-        *lines, tail = piece.split(b"\n")
-        for i, line in enumerate(lines):
-            if i == 0:
-                line, skip, rest, dropping = rest + line, dropping, b"", False
-                if skip:
-                    counts["long"] += 1
-                    continue
-            if len(line) > MAX_LINE_BYTES:
-                counts["long"] += 1
-                continue
-            yield line
-        if lines:
-            rest = tail
-        else:
-            rest += tail
-        if len(rest) > MAX_LINE_BYTES:      # a line this long is skipped, not held
-            rest, dropping = b"", True
-    # what follows the last newline is a line being written: not a record yet
 
 
 def _time(value) -> datetime | None:
@@ -251,14 +208,7 @@ def cmd_attempts(args, *, now=None) -> int:
 
     def records():
         for f in files:
-            for raw in iter_lines(f, counts):
-                try:
-                    r = json.loads(raw)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    counts["damaged"] += 1
-                    continue
-                if not isinstance(r, dict):
-                    continue
+            for r in read_records(f, counts):
                 if since is not None and ((t := _time(r.get("time"))) is None or t < since):
                     continue
                 counts["records"] += 1
